@@ -1,0 +1,36 @@
+"""The two user-facing error types; the CLI shows them in one place with their exit code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class CronflowError(Exception):
+    """A user-facing error: a one-line message and the exit code the CLI ends with."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in a job file, located by file, line and dotted key."""
+
+    path: str
+    line: int | None
+    key: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(CronflowError):
+    """An invalid job file: every problem found, reported together (exit 2)."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems), exit_code=2)

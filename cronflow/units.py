@@ -1,0 +1,99 @@
+"""Durations, sizes, and the times users type on the command line. Pure."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta, tzinfo
+
+_DURATION_RE = re.compile(r"(?:(\d+)([smhd]))")
+_DURATION_WHOLE_RE = re.compile(r"(?:\d+[smhd])+")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZE_RE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?")
+_SIZE_FACTOR = {
+    None: 1,
+    "B": 1,
+    "KiB": 1024,
+    "MiB": 1024**2,
+    "GiB": 1024**3,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+}
+
+DURATION_HELP = 'a duration like "90s", "5m", "1h30m", "2d", or a whole number of seconds'
+SIZE_HELP = 'a size like "512KiB", "1MiB", or a whole number of bytes'
+
+
+def parse_duration(value: object) -> float:
+    """Seconds in a duration: "1h30m", "90s", or an int of seconds. ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected {DURATION_HELP}, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"must not be negative, got {value}")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"expected {DURATION_HELP}, got {value!r}")
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    if not _DURATION_WHOLE_RE.fullmatch(text):
+        raise ValueError(f"expected {DURATION_HELP}, got {value!r}")
+    return float(sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_RE.findall(text)))
+
+
+def parse_size(value: object) -> int:
+    """Bytes in a size: "512KiB", "1MiB", or an int of bytes. ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected {SIZE_HELP}, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"must not be negative, got {value}")
+        return value
+    if not isinstance(value, str) or not (m := _SIZE_RE.fullmatch(value.strip())):
+        raise ValueError(f"expected {SIZE_HELP}, got {value!r}")
+    return int(m.group(1)) * _SIZE_FACTOR[m.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """A short human reading: "45s", "3m 12s", "3h 12m", "2d 4h"."""
+    seconds = max(0, int(round(seconds)))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    if minutes:
+        return f"{minutes}m {secs}s" if secs else f"{minutes}m"
+    return f"{secs}s"
+
+
+def parse_time(text: str, tz: tzinfo) -> datetime:
+    """An ISO 8601 date or date-time; without an offset it is read in `tz`. ValueError otherwise."""
+    text = text.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return datetime(day.year, day.month, day.day, tzinfo=tz)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not an ISO 8601 date or date-time (like 2026-12-07 or 2026-12-07T07:00)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=tz)
+
+
+def parse_since(text: str, now: datetime, tz: tzinfo) -> datetime:
+    """`--since`: a duration before `now` ("2h", "7d") or an ISO date/date-time."""
+    try:
+        return now - timedelta(seconds=parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        return parse_time(text, tz)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither a duration (like 2h or 7d) nor an ISO 8601 date or date-time"
+        ) from None
