@@ -1,0 +1,761 @@
+"""SQLite: connection setup, migrations, runs/attempts/hooks/output/state; the only SQL module.
+
+Times are stored as INTEGER microseconds since 1970-01-01T00:00Z (UTC). Integers compare,
+index and subtract cheaply, and cannot carry a stray offset; every read returns them as aware
+UTC datetimes. Ids are AUTOINCREMENT integers, so they ascend and are never reused after a prune.
+Every write runs in its own `BEGIN IMMEDIATE` transaction: with WAL, readers never wait, and a
+writer waits (up to the busy timeout) for the write lock at the start instead of failing halfway.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sqlite3
+import stat
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from cronflow.clock import Clock
+from cronflow.errors import CronflowError
+
+STATUSES = frozenset(
+    {"queued", "running", "retrying", "success", "failed", "timeout", "canceled", "skipped",
+     "upstream_failed", "missed", "lost"}
+)  # fmt: skip
+ACTIVE_STATUSES = ("queued", "running", "retrying")
+FAILURE_STATUSES = ("failed", "timeout", "canceled", "upstream_failed", "lost")
+STREAMS = ("out", "err", "marker")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_PRUNE_BATCH = 1000  # runs per prune transaction, so other writers never wait long
+
+
+def _to_us(moment: datetime) -> int:
+    """An aware datetime as integer microseconds since the epoch (UTC)."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"naive datetime given to the store: {moment!r}")
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def _from_us(value: int | None) -> datetime | None:
+    return None if value is None else _EPOCH + timedelta(microseconds=value)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+# --- records --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One run of one job (`attempts` is how many attempts started)."""
+
+    run_id: int
+    job: str
+    flow_run_id: int
+    logical_time: datetime
+    trigger: str
+    status: str
+    attempts: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration: float | None
+    exit_code: int | None
+    note: str | None
+    cpu_seconds: float | None
+    max_rss_kb: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The `history --json` shape of SPEC §7 (plus cpu_seconds and max_rss_kb)."""
+        return {
+            "run_id": self.run_id,
+            "job": self.job,
+            "flow_run_id": self.flow_run_id,
+            "logical_time": _iso(self.logical_time),
+            "trigger": self.trigger,
+            "status": self.status,
+            "attempts": self.attempts,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "duration": self.duration,
+            "exit_code": self.exit_code,
+            "note": self.note,
+            "cpu_seconds": self.cpu_seconds,
+            "max_rss_kb": self.max_rss_kb,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    run_id: int
+    number: int
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    exit_code: int | None
+    cpu_seconds: float | None
+    max_rss_kb: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class HookRecord:
+    id: int
+    run_id: int
+    attempt: int
+    hook: str
+    started_at: datetime
+    finished_at: datetime | None
+    exit_code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputChunk:
+    id: int
+    run_id: int
+    attempt: int
+    hook_id: int | None
+    stream: str
+    at: datetime
+    data: bytes
+
+
+_RUN_COLUMNS = (
+    "id, job, flow_run_id, logical_time, trigger, status, attempts, started_at, finished_at,"
+    " exit_code, note, cpu_seconds, max_rss_kb"
+)
+
+
+def _run(row: Sequence[Any]) -> RunRecord:
+    started, finished = _from_us(row[7]), _from_us(row[8])
+    duration = None if started is None or finished is None else (row[8] - row[7]) / 1e6
+    return RunRecord(
+        row[0], row[1], row[2], _from_us(row[3]), row[4], row[5], row[6],
+        started, finished, duration, row[9], row[10], row[11], row[12],
+    )  # fmt: skip
+
+
+# --- migrations: append-only; never edit one that has shipped -------------------------------
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_initial(db: sqlite3.Connection) -> None:
+    statements = [
+        "CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        """CREATE TABLE flow_runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, flow TEXT NOT NULL,
+            logical_time INTEGER NOT NULL, trigger TEXT NOT NULL, created_at INTEGER NOT NULL)""",
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            flow_run_id INTEGER NOT NULL REFERENCES flow_runs(id),
+            job TEXT NOT NULL, logical_time INTEGER NOT NULL, trigger TEXT NOT NULL,
+            status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+            created_at INTEGER NOT NULL, started_at INTEGER, finished_at INTEGER,
+            exit_code INTEGER, note TEXT, cpu_seconds REAL, max_rss_kb INTEGER)""",
+        """CREATE TABLE attempts (
+            run_id INTEGER NOT NULL REFERENCES runs(id), number INTEGER NOT NULL,
+            started_at INTEGER NOT NULL, finished_at INTEGER, status TEXT NOT NULL,
+            exit_code INTEGER, cpu_seconds REAL, max_rss_kb INTEGER,
+            PRIMARY KEY (run_id, number)) WITHOUT ROWID""",
+        """CREATE TABLE hooks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, run_id INTEGER NOT NULL REFERENCES runs(id),
+            attempt INTEGER NOT NULL, hook TEXT NOT NULL, started_at INTEGER NOT NULL,
+            finished_at INTEGER, exit_code INTEGER)""",
+        # hook_id has no REFERENCES on purpose: deleting a hook would then scan all output.
+        """CREATE TABLE output (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, run_id INTEGER NOT NULL REFERENCES runs(id),
+            attempt INTEGER NOT NULL, hook_id INTEGER,
+            stream TEXT NOT NULL CHECK (stream IN ('out', 'err', 'marker')),
+            at INTEGER NOT NULL, data BLOB NOT NULL)""",
+        "CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "CREATE TABLE paused (flow TEXT PRIMARY KEY, since INTEGER NOT NULL)",
+        "CREATE INDEX runs_job ON runs (job, id DESC)",
+        "CREATE INDEX runs_status ON runs (status, id DESC)",
+        "CREATE INDEX runs_job_status ON runs (job, status, id DESC)",
+        "CREATE INDEX runs_job_logical_time ON runs (job, logical_time)",
+        "CREATE INDEX runs_logical_time ON runs (logical_time)",
+        "CREATE INDEX runs_flow_run ON runs (flow_run_id)",
+        "CREATE INDEX runs_created_at ON runs (created_at)",
+        "CREATE INDEX runs_finished_at ON runs (finished_at)",
+        "CREATE INDEX flow_runs_created_at ON flow_runs (created_at)",
+        "CREATE INDEX hooks_run ON hooks (run_id, id)",
+        "CREATE INDEX output_run ON output (run_id, attempt, id)",
+    ]
+    for statement in statements:
+        db.execute(statement)
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+# SQLite primary result codes that mean "the environment", not "a bug in cronflow".
+_USER_ERRORS = {
+    5: "database is locked: {path} (another cronflow is writing; try again)",  # BUSY
+    6: "database is locked: {path} (another cronflow is writing; try again)",  # LOCKED
+    8: "database is read-only: {path} (check its permissions and the disk)",  # READONLY
+    10: "disk I/O error on database: {path}",  # IOERR
+    11: "database is damaged: {path}",  # CORRUPT
+    13: "database or disk is full: {path} (free some space or run `cronflow prune`)",  # FULL
+    14: "cannot open database: {path} (check the state directory)",  # CANTOPEN
+    26: "not a cronflow database: {path}",  # NOTADB
+}
+
+
+def _user_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn a locked/full/read-only database into a one-line CronflowError naming the path."""
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.DatabaseError as error:
+            code = getattr(error, "sqlite_errorcode", None)
+            template = _USER_ERRORS.get(code & 0xFF) if code is not None else None
+            if template is None:
+                raise
+            raise CronflowError(template.format(path=args[0].path)) from error
+
+    return wrapper
+
+
+# --- the store -------------------------------------------------------------------------------
+
+
+class Store:
+    """The state database: one connection, used from one thread; migrates on open."""
+
+    def __init__(
+        self, path: Path, *, busy_timeout_ms: int = 5000, clock: Clock | None = None
+    ) -> None:
+        self.path = Path(path)
+        self._clock = clock or Clock()
+        self._busy_timeout_ms = busy_timeout_ms
+        self._conn: sqlite3.Connection | None = None
+        self._open()
+
+    # -- lifecycle
+
+    @_user_errors
+    def _open(self) -> None:
+        self._prepare_files()
+        self._conn = sqlite3.connect(
+            self.path, isolation_level=None, timeout=self._busy_timeout_ms / 1000
+        )
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            self._conn = None
+            raise
+
+    def _prepare_files(self) -> None:
+        """Folder 0700 (if we create it) and database 0600 before SQLite opens it.
+
+        SQLite creates the -wal and -shm files with the database file's permissions, so they
+        are 0600 too; leftovers from an older, laxer run are tightened here.
+        """
+        folder = self.path.parent
+        try:
+            if not folder.exists():
+                os.makedirs(folder, mode=0o700, exist_ok=True)
+                os.chmod(folder, 0o700)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+            for name in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+                if name.exists() and stat.S_IMODE(name.stat().st_mode) & 0o077:
+                    os.chmod(name, 0o600)
+        except OSError as error:
+            raise CronflowError(f"cannot open database: {self.path}: {error.strerror}") from error
+
+    def _migrate(self) -> None:
+        known = len(MIGRATIONS)
+        for number, step in enumerate(MIGRATIONS, start=1):
+            if self._user_version() >= number:
+                continue
+            with self._write():
+                if self._user_version() >= number:  # another process migrated meanwhile
+                    continue
+                step(self.conn)
+                self.conn.execute(
+                    "INSERT INTO migrations (name, applied_at) VALUES (?, ?)",
+                    (step.__name__, _to_us(self._clock.now())),
+                )
+                self.conn.execute(f"PRAGMA user_version = {number}")
+        if self._user_version() > known:
+            raise CronflowError(
+                f"database {self.path} was written by a newer cronflow "
+                f"(schema {self._user_version()}, this one knows {known}); upgrade cronflow"
+            )
+
+    def _user_version(self) -> int:
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The connection, for tests and the bench; cronflow's other modules use the methods."""
+        if self._conn is None:
+            raise RuntimeError(f"store {self.path} is closed")
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; IMMEDIATE takes the write lock up front (waiting if busy)."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:  # also after a failed COMMIT (disk full), never left open
+                conn.execute("ROLLBACK")
+            raise
+
+    # -- writes
+
+    @_user_errors
+    def new_flow_run(self, flow: str, logical_time: datetime, trigger: str) -> int:
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO flow_runs (flow, logical_time, trigger, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                (flow, _to_us(logical_time), trigger, _to_us(self._clock.now())),
+            )
+        return cursor.lastrowid
+
+    @_user_errors
+    def new_run(
+        self,
+        flow_run_id: int,
+        job: str,
+        logical_time: datetime,
+        trigger: str,
+        status: str = "queued",
+        note: str | None = None,
+    ) -> int:
+        _check_status(status)
+        with self._write() as db:
+            # created_at never goes below an earlier run's, even if the clock steps back, so
+            # "recorded since" is always one id range (see history).
+            cursor = db.execute(
+                "INSERT INTO runs (flow_run_id, job, logical_time, trigger, status, note,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?,"
+                " max(?, coalesce((SELECT max(created_at) FROM runs), 0)))",
+                (flow_run_id, job, _to_us(logical_time), trigger, status, note,
+                 _to_us(self._clock.now())),
+            )  # fmt: skip
+        return cursor.lastrowid
+
+    @_user_errors
+    def update_run(
+        self,
+        run_id: int,
+        *,
+        status: str | None = None,
+        attempts: int | None = None,
+        started_at: datetime | None = None,
+        finished_at: datetime | None = None,
+        exit_code: int | None = None,
+        note: str | None = None,
+        cpu_seconds: float | None = None,
+        max_rss_kb: int | None = None,
+    ) -> None:
+        """Change only the fields given (None means "leave as is")."""
+        if status is not None:
+            _check_status(status)
+        changes = {
+            "status": status,
+            "attempts": attempts,
+            "started_at": None if started_at is None else _to_us(started_at),
+            "finished_at": None if finished_at is None else _to_us(finished_at),
+            "exit_code": exit_code,
+            "note": note,
+            "cpu_seconds": cpu_seconds,
+            "max_rss_kb": max_rss_kb,
+        }
+        changes = {column: value for column, value in changes.items() if value is not None}
+        if not changes:
+            return
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        with self._write() as db:
+            cursor = db.execute(
+                f"UPDATE runs SET {assignments} WHERE id = ?", (*changes.values(), run_id)
+            )
+        if cursor.rowcount != 1:
+            raise KeyError(f"no run {run_id}")
+
+    @_user_errors
+    def start_attempt(self, run_id: int, number: int, started_at: datetime) -> None:
+        """Record attempt `number` as running; the run's attempt count follows it."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO attempts (run_id, number, started_at, status)"
+                " VALUES (?, ?, ?, 'running')",
+                (run_id, number, _to_us(started_at)),
+            )
+            db.execute("UPDATE runs SET attempts = max(attempts, ?) WHERE id = ?", (number, run_id))
+
+    @_user_errors
+    def finish_attempt(
+        self,
+        run_id: int,
+        number: int,
+        *,
+        finished_at: datetime,
+        status: str,
+        exit_code: int | None,
+        cpu_seconds: float | None,
+        max_rss_kb: int | None,
+    ) -> None:
+        _check_status(status)
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE attempts SET finished_at = ?, status = ?, exit_code = ?,"
+                " cpu_seconds = ?, max_rss_kb = ? WHERE run_id = ? AND number = ?",
+                (_to_us(finished_at), status, exit_code, cpu_seconds, max_rss_kb, run_id, number),
+            )
+        if cursor.rowcount != 1:
+            raise KeyError(f"no attempt {number} of run {run_id}")
+
+    @_user_errors
+    def start_hook(self, run_id: int, attempt: int, hook: str, started_at: datetime) -> int:
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO hooks (run_id, attempt, hook, started_at) VALUES (?, ?, ?, ?)",
+                (run_id, attempt, hook, _to_us(started_at)),
+            )
+        return cursor.lastrowid
+
+    @_user_errors
+    def finish_hook(self, hook_id: int, finished_at: datetime, exit_code: int | None) -> None:
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE hooks SET finished_at = ?, exit_code = ? WHERE id = ?",
+                (_to_us(finished_at), exit_code, hook_id),
+            )
+        if cursor.rowcount != 1:
+            raise KeyError(f"no hook {hook_id}")
+
+    def add_output(
+        self,
+        run_id: int,
+        attempt: int,
+        stream: str,
+        at: datetime,
+        data: bytes,
+        hook_id: int | None = None,
+    ) -> None:
+        self.add_outputs([(run_id, attempt, stream, at, data, hook_id)])
+
+    @_user_errors
+    def add_outputs(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Many chunks in one transaction: (run_id, attempt, stream, at, data[, hook_id])."""
+        values = []
+        for row in rows:
+            run_id, attempt, stream, at, data, *rest = row
+            if stream not in STREAMS:
+                raise ValueError(f"unknown output stream {stream!r}")
+            if isinstance(data, str):
+                raise TypeError("output data must be bytes, not str")
+            values.append((run_id, attempt, rest[0] if rest else None, stream, _to_us(at), data))
+        if not values:
+            return
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO output (run_id, attempt, hook_id, stream, at, data)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                values,
+            )
+
+    @_user_errors
+    def set_state(self, key: str, value: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO state (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    @_user_errors
+    def delete_state(self, key: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM state WHERE key = ?", (key,))
+
+    @_user_errors
+    def set_paused(self, flow: str, paused: bool, now: datetime) -> None:
+        """Pause (keeping the first `since`) or resume a flow."""
+        with self._write() as db:
+            if paused:
+                db.execute(
+                    "INSERT OR IGNORE INTO paused (flow, since) VALUES (?, ?)", (flow, _to_us(now))
+                )
+            else:
+                db.execute("DELETE FROM paused WHERE flow = ?", (flow,))
+
+    @_user_errors
+    def prune(self, before: datetime) -> int:
+        """Delete runs that finished before `before`, with their attempts, hooks and output.
+
+        A finished run without `finished_at` (skipped, missed...) counts as finished when it
+        was recorded. Works in batches so that a big prune never holds the write lock long.
+        Flow runs left without runs are deleted too. Returns how many runs were deleted.
+        """
+        limit = _to_us(before)
+        deleted = 0
+        while True:
+            batch = self._prune_batch(limit)
+            deleted += batch
+            if batch < _PRUNE_BATCH:
+                break
+        with self._write() as db:  # flow runs that never got a run (a crash between inserts)
+            db.execute(
+                "DELETE FROM flow_runs WHERE created_at < ?"
+                " AND NOT EXISTS (SELECT 1 FROM runs WHERE flow_run_id = flow_runs.id)",
+                (limit,),
+            )
+        return deleted
+
+    def _prune_batch(self, limit: int) -> int:
+        with self._write() as db:
+            doomed = db.execute(
+                "SELECT id, flow_run_id FROM runs WHERE finished_at < ?"
+                " UNION ALL SELECT id, flow_run_id FROM runs WHERE finished_at IS NULL"
+                " AND created_at < ? AND status NOT IN ('queued', 'running', 'retrying')"
+                " LIMIT ?",
+                (limit, limit, _PRUNE_BATCH),
+            ).fetchall()
+            if not doomed:
+                return 0
+            run_ids = json.dumps([row[0] for row in doomed])
+            for table, column in (("output", "run_id"), ("hooks", "run_id"),
+                                  ("attempts", "run_id"), ("runs", "id")):  # fmt: skip
+                db.execute(
+                    f"DELETE FROM {table} WHERE {column} IN (SELECT value FROM json_each(?))",
+                    (run_ids,),
+                )
+            db.execute(
+                "DELETE FROM flow_runs WHERE id IN (SELECT value FROM json_each(?))"
+                " AND NOT EXISTS (SELECT 1 FROM runs WHERE flow_run_id = flow_runs.id)",
+                (json.dumps(sorted({row[1] for row in doomed})),),
+            )
+        return len(doomed)
+
+    @_user_errors
+    def mark_unfinished_lost(self, now: datetime, note: str) -> list[RunRecord]:
+        """Runs left queued/running/retrying become `lost` (finished now); returns them.
+
+        Their unfinished attempts are closed as `lost` too.
+        """
+        with self._write() as db:
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT id FROM runs WHERE status IN ('queued', 'running', 'retrying')"
+                )
+            ]
+            if not ids:
+                return []
+            id_list = json.dumps(ids)
+            db.execute(
+                "UPDATE runs SET status = 'lost', finished_at = ?, note = ?"
+                " WHERE id IN (SELECT value FROM json_each(?))",
+                (_to_us(now), note, id_list),
+            )
+            db.execute(
+                "UPDATE attempts SET status = 'lost', finished_at = ?"
+                " WHERE finished_at IS NULL AND run_id IN (SELECT value FROM json_each(?))",
+                (_to_us(now), id_list),
+            )
+            rows = db.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN (SELECT value FROM json_each(?))"
+                " ORDER BY id",
+                (id_list,),
+            ).fetchall()
+        return [_run(row) for row in rows]
+
+    # -- reads
+
+    @_user_errors
+    def get_state(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    @_user_errors
+    def paused_flows(self) -> set[str]:
+        return {row[0] for row in self.conn.execute("SELECT flow FROM paused")}
+
+    def _runs(self, where: str, params: Sequence[Any] = ()) -> list[RunRecord]:
+        rows = self.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs {where}", params).fetchall()
+        return [_run(row) for row in rows]
+
+    @_user_errors
+    def get_run(self, run_id: int) -> RunRecord | None:
+        found = self._runs("WHERE id = ?", (run_id,))
+        return found[0] if found else None
+
+    @_user_errors
+    def latest_run(self, job: str) -> RunRecord | None:
+        found = self._runs("WHERE job = ? ORDER BY id DESC LIMIT 1", (job,))
+        return found[0] if found else None
+
+    @_user_errors
+    def history(
+        self,
+        job: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = 50,
+    ) -> list[RunRecord]:
+        """Runs newest first (by id); `since` keeps runs recorded at or after that instant.
+
+        A run's recorded time is when `new_run` wrote it, held back from going below an earlier
+        run's, so the runs recorded since an instant are exactly those from one id on.
+        """
+        where: list[str] = []
+        params: list[Any] = []
+        if job is not None:
+            where.append("job = ?")
+            params.append(job)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if since is not None:
+            # One index probe finds the first such id; the newest-first scans of the (job, id),
+            # (status, id) or rowid b-trees then stop there even when few runs match.
+            first = self.conn.execute(
+                "SELECT id FROM runs INDEXED BY runs_created_at WHERE created_at >= ?"
+                " ORDER BY created_at, id LIMIT 1",
+                (_to_us(since),),
+            ).fetchone()
+            if first is None:
+                return []
+            where.append("id >= ?")
+            params.append(first[0])
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        params.append(-1 if limit is None else limit)
+        return self._runs(f"{clause}ORDER BY id DESC LIMIT ?", params)
+
+    @_user_errors
+    def runs_in_flow_run(self, flow_run_id: int) -> list[RunRecord]:
+        return self._runs("WHERE flow_run_id = ? ORDER BY id", (flow_run_id,))
+
+    @_user_errors
+    def active_runs(self) -> list[RunRecord]:
+        """Runs queued, running or retrying, oldest first."""
+        return self._runs("WHERE status IN ('queued', 'running', 'retrying') ORDER BY id")
+
+    @_user_errors
+    def recent_failures(self, limit: int = 5) -> list[RunRecord]:
+        """The newest runs that ended failed, timeout, canceled, upstream_failed or lost."""
+        # One newest-first index scan per status, merged: an IN list over the (status, id)
+        # index would have to sort every failure ever recorded.
+        parts = " UNION ALL ".join(
+            f"SELECT * FROM (SELECT {_RUN_COLUMNS} FROM runs WHERE status = '{status}'"
+            " ORDER BY id DESC LIMIT :limit)"
+            for status in FAILURE_STATUSES
+        )
+        rows = self.conn.execute(
+            f"{parts} ORDER BY id DESC LIMIT :limit", {"limit": limit}
+        ).fetchall()
+        return [_run(row) for row in rows]
+
+    @_user_errors
+    def last_status(self, jobs: Sequence[str]) -> dict[str, str]:
+        """Status of each job's newest run; jobs that never ran are left out."""
+        rows = self.conn.execute(
+            "SELECT j.value, (SELECT status FROM runs WHERE job = j.value"
+            " ORDER BY id DESC LIMIT 1) FROM json_each(?) AS j",
+            (json.dumps(list(jobs)),),
+        )
+        return {job: status for job, status in rows if status is not None}
+
+    @_user_errors
+    def succeeded_logical_times(self, job: str, start: datetime, end: datetime) -> set[datetime]:
+        """Logical times in [start, end] at which `job` has a successful run."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT logical_time FROM runs WHERE job = ? AND logical_time BETWEEN ? AND ?"
+            " AND status = 'success'",
+            (job, _to_us(start), _to_us(end)),
+        )
+        return {_from_us(row[0]) for row in rows}
+
+    @_user_errors
+    def attempts(self, run_id: int) -> list[AttemptRecord]:
+        rows = self.conn.execute(
+            "SELECT run_id, number, started_at, finished_at, status, exit_code, cpu_seconds,"
+            " max_rss_kb FROM attempts WHERE run_id = ? ORDER BY number",
+            (run_id,),
+        )
+        return [AttemptRecord(r[0], r[1], _from_us(r[2]), _from_us(r[3]), *r[4:]) for r in rows]
+
+    @_user_errors
+    def hooks(self, run_id: int) -> list[HookRecord]:
+        rows = self.conn.execute(
+            "SELECT id, run_id, attempt, hook, started_at, finished_at, exit_code FROM hooks"
+            " WHERE run_id = ? ORDER BY id",
+            (run_id,),
+        )
+        return [HookRecord(*r[:4], _from_us(r[4]), _from_us(r[5]), r[6]) for r in rows]
+
+    @_user_errors
+    def output(
+        self,
+        run_id: int,
+        attempt: int | None = None,
+        stream: str | None = None,
+        after_id: int = 0,
+    ) -> list[OutputChunk]:
+        """Chunks of a run in arrival (id) order; a stream filter keeps marker chunks."""
+        where = ["run_id = ?", "id > ?"]
+        params: list[Any] = [run_id, after_id]
+        if attempt is not None:
+            where.append("attempt = ?")
+            params.append(attempt)
+        if stream is not None:
+            if stream not in ("out", "err"):
+                raise ValueError(f"unknown output stream {stream!r}")
+            where.append("stream IN (?, 'marker')")
+            params.append(stream)
+        rows = self.conn.execute(
+            "SELECT id, run_id, attempt, hook_id, stream, at, data FROM output"
+            f" WHERE {' AND '.join(where)} ORDER BY id",
+            params,
+        )
+        return [OutputChunk(*r[:5], _from_us(r[5]), bytes(r[6])) for r in rows]
+
+
+def _check_status(status: str) -> None:
+    if status not in STATUSES:
+        raise ValueError(f"unknown run status {status!r}")
