@@ -1,10 +1,20 @@
-"""The command line: parse arguments, call the core, hand results to render."""
+"""The command line: parse arguments, call the core, hand results to render. Nothing else."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
 
-from cronflow import __version__
+from cronflow import __version__, render
+from cronflow.errors import ConfigError, CronflowError
+
+if TYPE_CHECKING:
+    from cronflow.config import Config
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -13,6 +23,41 @@ app = typer.Typer(
     no_args_is_help=True,
     help="cronflow: cron schedules with flows, retries, history and logs.",
 )
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Job file (default: $CRONFLOW_CONFIG, else $XDG_CONFIG_HOME/cronflow/cronflow.toml).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+
+
+class _Paths:
+    """Where the job file and the state live, resolved once per command."""
+
+    config_override: Path | None = None
+
+    @classmethod
+    def config(cls, override: Path | None = None) -> Path:
+        chosen = override or cls.config_override or os.environ.get("CRONFLOW_CONFIG")
+        if chosen:
+            return Path(chosen).expanduser().absolute()
+        from platformdirs import user_config_path
+
+        return user_config_path("cronflow", appauthor=False) / "cronflow.toml"
+
+    @staticmethod
+    def state_dir() -> Path:
+        chosen = os.environ.get("CRONFLOW_STATE_DIR")
+        if chosen:
+            return Path(chosen).expanduser().absolute()
+        from platformdirs import user_state_path
+
+        return user_state_path("cronflow", appauthor=False)
 
 
 def _version(value: bool) -> None:
@@ -23,10 +68,436 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True),
+    config: ConfigOption = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
 ) -> None:
     """cronflow: cron schedules with flows, retries, history and logs."""
+    _Paths.config_override = config
+
+
+def _load(config: Path | None) -> Config:
+    from cronflow.config import load_config
+
+    return load_config(_Paths.config(config))
+
+
+def _now():  # noqa: ANN202 - datetime, imported lazily
+    from cronflow.clock import Clock
+
+    return Clock().now()
+
+
+@app.command()
+def validate(config: ConfigOption = None) -> None:
+    """Check the job file; print every problem with file:line (exit 2 if any)."""
+    cfg = _load(config)
+    render.line(f"OK: {len(cfg.jobs)} jobs in {len(cfg.flows)} flows ({cfg.path})")
+
+
+@app.command("list")
+def list_jobs(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Jobs: schedule, its meaning, timezone, next fire, last status, upstreams, paused."""
+    from cronflow import overview
+
+    cfg = _load(config)
+    views = overview.jobs(cfg, _now(), _open_store_if_exists())
+    if as_json:
+        render.print_json([v.to_json() for v in views])
+    else:
+        render.job_table(views, _now())
+
+
+@app.command("next")
+def next_fires(
+    job: Annotated[str, typer.Argument(help="A job of the flow.")],
+    count: Annotated[int, typer.Option("-n", min=1, help="How many fires.")] = 5,
+    start: Annotated[
+        str | None, typer.Option("--from", help="Start after this time (ISO 8601).")
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The next N fire times of the job's flow after now (or --from), in its zone."""
+    from cronflow.units import parse_time
+
+    cfg = _load(config)
+    flow = cfg.flow_of(cfg.job(job).name)
+    after = _now()
+    if start is not None:
+        after = _parse(parse_time, start, flow.timezone, option="--from")
+    fires = flow.next_fires(after, count)
+    if as_json:
+        render.print_json([f.isoformat() for f in fires])
+    elif flow.schedule is None:
+        render.warn(f"{job} has no schedule: its flow ({flow.name}) runs only by hand")
+    else:
+        for fire in fires:
+            render.line(fire.isoformat())
+
+
+@app.command()
+def run(
+    job: Annotated[str, typer.Argument(help="The job to run; jobs after it run too.")],
+    only: Annotated[bool, typer.Option("--only", help="Run JOB alone.")] = False,
+    at: Annotated[str | None, typer.Option("--at", help="Logical time (ISO 8601).")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="Backfill from (ISO 8601).")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Backfill to, inclusive.")] = None,
+    rerun: Annotated[
+        bool, typer.Option("--rerun", help="Backfill: also rerun times that succeeded before.")
+    ] = False,
+    parallel: Annotated[
+        int, typer.Option("--parallel", min=1, help="Backfill: flow runs at once.")
+    ] = 1,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Backfill: list the logical times only.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Run JOB's flow from JOB now, in the foreground; or backfill with --from/--to."""
+    from cronflow import manual
+    from cronflow.units import parse_time
+
+    cfg = _load(config)
+    zone = cfg.flow_of(cfg.job(job).name).timezone
+    if (start is None) != (end is None):
+        raise CronflowError("a backfill needs both --from and --to", 2)
+    if start is not None and end is not None:
+        if at is not None:
+            raise CronflowError("--at cannot be combined with --from/--to", 2)
+        first = _parse(parse_time, start, zone, option="--from")
+        last = _parse(parse_time, end, zone, option="--to")
+        raise typer.Exit(_backfill(cfg, job, only, first, last, rerun, parallel, dry_run))
+    if dry_run or rerun or parallel != 1:
+        raise CronflowError("--dry-run, --rerun and --parallel need --from and --to", 2)
+    moment = _now().replace(microsecond=0)
+    if at is not None:
+        moment = _parse(parse_time, at, zone, option="--at")
+    plan = manual.plan(cfg, job, only, moment, "manual")
+    with _open_store() as store:
+        outcome = manual.run_plans(
+            store,
+            [plan],
+            max_parallel=cfg.daemon.max_parallel,
+            observer=render.LiveOutput(prefix=len(plan.jobs) > 1),
+        )
+    render.run_summary(outcome.runs)
+    raise typer.Exit(outcome.exit_code)
+
+
+def _backfill(
+    cfg: Config,
+    job: str,
+    only: bool,
+    first,
+    last,
+    rerun: bool,  # noqa: ANN001
+    parallel: int,
+    dry_run: bool,
+) -> int:
+    from cronflow import manual
+
+    times = manual.backfill_times(cfg, job, first, last)
+    template = manual.plan(cfg, job, only, first, "backfill")
+    with _open_store() as store:
+        skip = set() if rerun else manual.already_done(store, template, times)
+        todo = [t for t in times if t not in skip]
+        if dry_run:
+            for moment in times:
+                render.line(moment.isoformat() + ("  (done, skipped)" if moment in skip else ""))
+            return 0
+        if skip:
+            render.warn(
+                f"skipping {len(skip)} logical times that succeeded before "
+                "(--rerun to run them again)"
+            )
+        plans = [manual.plan(cfg, job, only, moment, "backfill") for moment in todo]
+        progress = render.BackfillProgress(len(plans))
+        try:
+            outcome = manual.run_plans(
+                store,
+                plans,
+                max_parallel=cfg.daemon.max_parallel,
+                flows_at_once=parallel,
+                on_flow_done=progress.flow_done,
+            )
+        finally:
+            progress.close()
+    render.line(
+        f"backfill: {len(plans)} flow runs, {progress.failures} failed, {len(skip)} skipped as done"
+    )
+    return outcome.exit_code
+
+
+def _open_store():  # noqa: ANN202
+    from cronflow.store import Store
+
+    return Store(_Paths.state_dir() / "cronflow.db")
+
+
+@app.command()
+def history(
+    job: Annotated[str | None, typer.Argument(help="Only this job's runs.")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only runs with this status.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="A duration (2h, 7d) or an ISO 8601 time.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 20,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Runs, newest first: id, job, logical time, trigger, status, attempts, start, duration."""
+    from cronflow.config import local_zone
+    from cronflow.units import parse_since
+
+    if status is not None and status not in STATUSES:
+        raise CronflowError(f"--status: unknown status {status!r}; one of {', '.join(STATUSES)}", 2)
+    zone = local_zone()
+    moment = None if since is None else _parse(parse_since, since, _now(), zone, option="--since")
+    store = _open_store_if_exists()
+    runs = store.history(job, status, moment, limit) if store else []
+    if as_json:
+        render.print_json([r.to_json() for r in runs])
+    else:
+        render.history_table(runs, zone)
+
+
+STATUSES = (
+    "queued",
+    "running",
+    "retrying",
+    "success",
+    "failed",
+    "timeout",
+    "canceled",
+    "skipped",
+    "upstream_failed",
+    "missed",
+    "lost",
+)
+
+
+@app.command()
+def logs(
+    target: Annotated[
+        str, typer.Argument(metavar="JOB|RUN_ID", help="A job (its latest run) or a run id.")
+    ],
+    attempt: Annotated[
+        int | None, typer.Option("--attempt", min=1, help="Only this attempt.")
+    ] = None,
+    stream: Annotated[str | None, typer.Option("--stream", help="out or err.")] = None,
+    lines: Annotated[
+        int | None, typer.Option("-n", min=0, help="Only the last LINES lines.")
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Follow a running run until it ends.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Output of the latest run of JOB (or of RUN_ID), attempt by attempt, hooks included."""
+    from cronflow import logview
+
+    if stream not in (None, "out", "err"):
+        raise CronflowError(f"--stream: must be out or err, got {stream!r}", 2)
+    store = _open_store_if_exists()
+    run = logview.find_run(store, target)
+    view = logview.LogView(store, run, attempt=attempt, stream=stream)
+    render.log_lines(view.lines(last=lines), view.zone_hint)
+    if follow:
+        final = logview.follow(view, render.log_lines)
+        raise typer.Exit(1 if final.status in logview.FAILED else 0)
+
+
+@app.command()
+def daemon(config: ConfigOption = None) -> None:
+    """Run the scheduler in the foreground (logs to stderr); SIGTERM stops it gracefully."""
+    from cronflow.daemon import run_daemon
+
+    state = _Paths.state_dir()
+    with _open_store() as store:
+        run_daemon(_Paths.config(config), store, state / "cronflow.lock")
+
+
+@app.command()
+def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Daemon running or not, the job file's error if any, running jobs, next fires."""
+    from cronflow import overview
+    from cronflow.config import load_config, local_zone
+    from cronflow.daemon import running_daemon_pid
+
+    path = _Paths.config(config)
+    pid = running_daemon_pid(_Paths.state_dir() / "cronflow.lock")
+    store = _open_store_if_exists()
+    state = store.get_state if store else (lambda key: None)
+    cfg, error = None, None
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        error = "; ".join(str(p) for p in exc.problems)
+    except CronflowError as exc:
+        error = exc.message
+    now = _now()
+    views = overview.jobs(cfg, now, store) if cfg else []
+    report = {
+        "daemon": {
+            "running": pid is not None,
+            "pid": pid,
+            "since": state("daemon:since") if pid else None,
+            "config": (state("daemon:config") if pid else None) or str(path),
+            "config_error": error,
+        },
+        "running": [r.to_json() for r in store.active_runs()] if store else [],
+        "next": sorted(
+            ({"job": v.name, "next_fire": v.next_fire.isoformat()} for v in views if v.next_fire),
+            key=lambda n: n["next_fire"],
+        ),
+        "recent_failures": [r.to_json() for r in store.recent_failures(5)] if store else [],
+    }
+    if as_json:
+        render.print_json(report)
+    else:
+        render.status_report(report, local_zone(), now)
+
+
+def _flow_of(config: Path | None, job: str) -> str:
+    cfg = _load(config)
+    return cfg.flow_of(cfg.job(job).name).name
+
+
+@app.command()
+def pause(
+    job: Annotated[str, typer.Argument(help="A job of the flow to pause.")],
+    config: ConfigOption = None,
+) -> None:
+    """Stop the daemon firing JOB's flow (kept across restarts); manual runs still work."""
+    flow = _flow_of(config, job)
+    with _open_store() as store:
+        store.set_paused(flow, True, _now())
+    render.line(f"paused flow {flow}" + ("" if flow == job else f" (of {job})"))
+
+
+@app.command()
+def resume(
+    job: Annotated[str, typer.Argument(help="A job of the flow to resume.")],
+    config: ConfigOption = None,
+) -> None:
+    """Let the daemon fire JOB's flow again, from the next fire on."""
+    flow = _flow_of(config, job)
+    with _open_store() as store:
+        store.set_paused(flow, False, _now())
+    render.line(f"resumed flow {flow}" + ("" if flow == job else f" (of {job})"))
+
+
+@app.command()
+def prune(
+    older_than: Annotated[
+        str | None,
+        typer.Option("--older-than", help="A duration like 30d (default: keep_history, else 90d)."),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Drop runs and their logs that finished before a cutoff, now."""
+    from datetime import timedelta
+
+    from cronflow.config import DaemonSettings
+    from cronflow.units import format_duration, parse_duration
+
+    keep = DaemonSettings().keep_history
+    if older_than is not None:
+        keep = _parse(parse_duration, older_than, option="--older-than")
+    elif _Paths.config(config).exists():
+        keep = _load(config).daemon.keep_history
+    if keep is None:
+        render.line("keep_history = 0 keeps every run: nothing pruned (use --older-than)")
+        return
+    store = _open_store_if_exists()
+    removed = store.prune(_now() - timedelta(seconds=keep)) if store else 0
+    render.line(f"pruned {removed} runs older than {format_duration(keep)}")
+
+
+systemd_app = typer.Typer(help="Run the daemon under systemd.", no_args_is_help=True)
+app.add_typer(systemd_app, name="systemd")
+
+
+@systemd_app.command("install")
+def systemd_install(
+    print_only: Annotated[
+        bool, typer.Option("--print", help="Print the unit, write nothing.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Write the systemd user unit for `cronflow daemon` and say how to enable it."""
+    from cronflow import systemd
+
+    path = _Paths.config(config)
+    stop_timeout = 60.0
+    with contextlib.suppress(CronflowError):  # a broken job file still gets a unit
+        stop_timeout = _load(config).daemon.stop_timeout
+    executable = _this_cronflow()
+    state = os.environ.get("CRONFLOW_STATE_DIR")
+    text = systemd.unit_text(executable, str(path), state, stop_timeout)
+    if print_only:
+        render.line(text.rstrip("\n"))
+        return
+    unit = systemd.unit_path(_xdg_config_home())
+    unit.parent.mkdir(parents=True, exist_ok=True)
+    unit.write_text(text)
+    render.line(f"wrote {unit}")
+    render.line(systemd.install_hint())
+
+
+def _this_cronflow() -> str:
+    """The absolute path of the `cronflow` program running now."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "cronflow" and argv0.exists():
+        return str(argv0.absolute())
+    beside = Path(sys.executable).parent / "cronflow"
+    if beside.exists():
+        return str(beside)
+    raise CronflowError("cannot find the cronflow program; run this as `cronflow`, installed")
+
+
+def _xdg_config_home() -> Path:
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+
+
+def _parse(parser, text: str, *args, option: str):  # noqa: ANN001, ANN202
+    """Run a units parser on a command-line value; a bad value is a usage error (exit 2)."""
+    try:
+        return parser(text, *args)
+    except ValueError as exc:
+        raise CronflowError(f"{option}: {exc}", 2) from None
+
+
+def _open_store_if_exists():  # noqa: ANN202
+    """The state database, or None when nothing has run yet (read-only commands create none)."""
+    path = _Paths.state_dir() / "cronflow.db"
+    if not path.exists():
+        return None
+    from cronflow.store import Store
+
+    return Store(path)
 
 
 def main() -> None:
-    app()
+    """Entry point: run the app and turn user-facing errors into one line and an exit code."""
+    try:
+        code = app(standalone_mode=False)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(str(problem), file=sys.stderr)
+        n = len(exc.problems)
+        render.error(f"{n} problem{'s' if n != 1 else ''} in the job file")
+        code = exc.exit_code
+    except CronflowError as exc:
+        render.error(exc.message)
+        code = exc.exit_code
+    except typer.Abort:
+        code = 130
+    except typer.TyperException as exc:  # click's usage errors, vendored by typer 0.28
+        exc.show()
+        code = getattr(exc, "exit_code", 2)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,486 @@
+"""The job file: TOML text → frozen, validated objects, with every problem located by line."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronflow import flows
+from cronflow.errors import ConfigError, CronflowError, Problem
+from cronflow.schedule import Schedule, ScheduleError, parse_schedule
+from cronflow.units import parse_duration, parse_size
+
+RUN_IF = ("success", "failure", "always")
+OVERLAP = ("skip", "queue", "allow")
+CATCHUP = ("none", "latest", "all")
+JOB_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+NOT_IN_DEFAULTS = ("schedule", "after", "command", "description")
+SECTIONS = ("defaults", "daemon", "jobs")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job, with `[defaults]` already merged in."""
+
+    name: str
+    command: str | tuple[str, ...]
+    schedule: Schedule | None = None
+    after: tuple[str, ...] = ()
+    run_if: str = "success"
+    description: str | None = None
+    timezone: ZoneInfo = field(default_factory=lambda: local_zone())
+    workdir: str = "."
+    env: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    shell: str = "/bin/sh"
+    retries: int = 0
+    retry_delay: float = 30.0
+    retry_backoff: float = 2.0
+    retry_max_delay: float = 3600.0
+    timeout: float | None = None
+    kill_grace: float = 10.0
+    overlap: str = "skip"
+    catchup: str = "none"
+    jitter: float = 0.0
+    max_log_bytes: int = 1024 * 1024
+    on_failure: str | None = None
+    on_retry: str | None = None
+    on_success: str | None = None
+    enabled: bool = True
+    line: int | None = None
+
+    def argv(self) -> list[str]:
+        """The argv that runs this job: `shell -c STRING`, or the list as given."""
+        if isinstance(self.command, str):
+            return [self.shell, "-c", self.command]
+        return list(self.command)
+
+    def retry_wait(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt `attempt` (1-based) before the next one."""
+        return min(self.retry_delay * self.retry_backoff ** (attempt - 1), self.retry_max_delay)
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    max_parallel: int = 32
+    stop_timeout: float = 60.0
+    keep_history: float | None = 90 * 86400.0
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Jobs joined by `after`; named after its first root in alphabetical order."""
+
+    name: str
+    jobs: tuple[str, ...]  # in dependency order
+    roots: tuple[str, ...]
+    schedule: Schedule | None
+    timezone: ZoneInfo
+
+    def next_fire(self, after: datetime) -> datetime | None:
+        """The first fire strictly after `after`, in the flow's zone; None if none is left."""
+        return self.schedule.next_fire(after, self.timezone) if self.schedule else None
+
+    def next_fires(self, after: datetime, count: int) -> list[datetime]:
+        fires: list[datetime] = []
+        while len(fires) < count and (fire := self.next_fire(after)) is not None:
+            fires.append(fire)
+            after = fire
+        return fires
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    jobs: MappingProxyType[str, Job]
+    daemon: DaemonSettings
+    flows: tuple[Flow, ...]
+
+    def job(self, name: str) -> Job:
+        """The job called `name`, or a CronflowError (exit 1) with a did-you-mean."""
+        if name in self.jobs:
+            return self.jobs[name]
+        raise CronflowError(f"no job named {name!r} in {self.path}{_suggest(name, self.jobs)}")
+
+    def flow_of(self, job: str) -> Flow:
+        return next(f for f in self.flows if job in f.jobs)
+
+    def downstream(self, job: str) -> tuple[str, ...]:
+        """`job` and every job after it, in dependency order."""
+        return flows.downstream({n: j.after for n, j in self.jobs.items()}, job)
+
+
+def local_zone() -> ZoneInfo:
+    """The system's zone: $TZ, else the /etc/localtime link, else UTC."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if not name:
+        try:
+            link = os.readlink("/etc/localtime")
+            name = link.split("zoneinfo/", 1)[1] if "zoneinfo/" in link else ""
+        except OSError:
+            name = ""
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the job file at `path` (exit 1 if missing, 2 if invalid)."""
+    text = read_job_file(path)
+    return parse_config(text, str(path))
+
+
+def read_job_file(path: Path) -> str:
+    """The job file's text, or a one-line CronflowError saying why it cannot be read."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CronflowError(
+            f"no job file at {path}; create one with `cronflow init` or `cronflow add`"
+        ) from None
+    except IsADirectoryError:
+        raise CronflowError(f"{path}: is a directory, not a job file", 2) from None
+    except OSError as exc:
+        raise CronflowError(f"{path}: cannot read: {exc.strerror}", 2) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise CronflowError(f"{path}:{line}: not a TOML text file (invalid UTF-8)", 2) from None
+
+
+def parse_config(text: str, path: str = "<job file>") -> Config:
+    """Validate job-file text; raise ConfigError listing every problem with its line."""
+    import tomli
+
+    try:
+        raw = tomli.loads(text)
+    except tomli.TOMLDecodeError as exc:
+        raise ConfigError(
+            [Problem(path, exc.lineno, None, f"TOML syntax: {exc.msg} (column {exc.colno})")]
+        ) from None
+    checker = _Checker(path, _key_lines(text), Path(path).parent)
+    return checker.config(raw)
+
+
+class _Checker:
+    """Collects problems while turning raw TOML into a Config."""
+
+    def __init__(self, path: str, lines: dict[str, int], folder: Path) -> None:
+        self.path = path
+        self.lines = lines
+        self.folder = folder
+        self.problems: list[Problem] = []
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(Problem(self.path, self._line(key), key, message))
+
+    def _line(self, key: str) -> int | None:
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            inner = [n for k, n in self.lines.items() if k.startswith(key + ".")]
+            if inner:
+                return min(inner)
+            key = key.rpartition(".")[0]
+        return None
+
+    def config(self, raw: dict[str, Any]) -> Config:
+        for section in raw:
+            if section not in SECTIONS:
+                self.problem(
+                    section,
+                    f"unknown section{_suggest(section, SECTIONS)}; allowed: {', '.join(SECTIONS)}",
+                )
+        defaults = self._table(raw, "defaults")
+        for key in NOT_IN_DEFAULTS:
+            if key in defaults:
+                self.problem(f"defaults.{key}", f"{key!r} cannot be set in [defaults]")
+        defaults = {k: v for k, v in defaults.items() if k not in NOT_IN_DEFAULTS}
+        daemon = self._daemon(self._table(raw, "daemon"))
+        jobs_raw = self._table(raw, "jobs")
+        jobs = {}
+        for name, body in jobs_raw.items():
+            job = self._job(name, body, defaults)
+            if job is not None:
+                jobs[name] = job
+        flow_list = self._flows(jobs) if len(jobs) == len(jobs_raw) else ()
+        if self.problems:
+            raise ConfigError(sorted(self.problems, key=lambda p: p.line or 0))
+        return Config(self.path, MappingProxyType(jobs), daemon, flow_list)
+
+    def _table(self, raw: dict[str, Any], key: str) -> dict[str, Any]:
+        value = raw.get(key, {})
+        if isinstance(value, dict):
+            return value
+        self.problem(key, f"must be a table ([{key}])")
+        return {}
+
+    def _daemon(self, raw: dict[str, Any]) -> DaemonSettings:
+        allowed = ("max_parallel", "stop_timeout", "keep_history")
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            where = f"daemon.{key}"
+            if key not in allowed:
+                self.problem(
+                    where, f"unknown key{_suggest(key, allowed)}; allowed: {', '.join(allowed)}"
+                )
+            elif key == "max_parallel" and not (_is_int(value) and value >= 1):
+                self.problem(where, f"must be a whole number ≥ 1, got {value!r}")
+            elif key == "max_parallel":
+                values[key] = value
+            elif (seconds := self._convert(where, parse_duration, value)) is not None:
+                values[key] = seconds
+        if values.get("keep_history") == 0:
+            values["keep_history"] = None  # 0 means keep everything
+        return DaemonSettings(**values)
+
+    def _convert(self, where: str, parse: Any, value: Any) -> Any:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            self.problem(where, str(exc))
+            return None
+
+    def _job(self, name: str, body: Any, defaults: dict[str, Any]) -> Job | None:
+        where = f"jobs.{name}"
+        before = len(self.problems)
+        if not JOB_NAME_RE.fullmatch(name):
+            self.problem(
+                where,
+                "job names use letters, digits, '-' and '_', and start with a letter or digit",
+            )
+        if not isinstance(body, dict):
+            self.problem(where, f"must be a table ([jobs.{name}])")
+            return None
+        if "command" not in body:
+            self.problem(where, "missing required key 'command'")
+        merged = {**defaults, **body}
+        if isinstance(defaults.get("env"), dict) and isinstance(body.get("env"), dict):
+            merged["env"] = {**defaults["env"], **body["env"]}
+        values: dict[str, Any] = {}
+        for key, value in merged.items():
+            origin = f"jobs.{name}.{key}" if key in body else f"defaults.{key}"
+            check = _KEYS.get(key)
+            if check is None:
+                self.problem(origin, f"unknown key{_suggest(key, _KEYS)}")
+                continue
+            converted = self._convert(origin, lambda v, c=check: c(self, v), value)
+            if converted is not None:
+                values[key] = converted
+        if len(self.problems) > before:
+            return None
+        if "workdir" in values:
+            values["workdir"] = str(self.folder / os.path.expanduser(values["workdir"]))
+        else:
+            values["workdir"] = str(self.folder)
+        values["env"] = MappingProxyType(values.get("env", {}))
+        return Job(name=name, line=self._line(where), **values)
+
+    def _flows(self, jobs: dict[str, Job]) -> tuple[Flow, ...]:
+        graph = {name: job.after for name, job in jobs.items()}
+        for name, job in jobs.items():
+            for target in job.after:
+                if target not in jobs:
+                    self.problem(
+                        f"jobs.{name}.after", f"unknown job {target!r}{_suggest(target, jobs)}"
+                    )
+        if self.problems:
+            return ()
+        cycle = flows.find_cycle(graph)
+        if cycle:
+            self.problem(f"jobs.{cycle[0]}.after", "cycle: " + " -> ".join(cycle))
+            return ()
+        result = []
+        for members in flows.components(graph):
+            flow = self._flow(members, jobs)
+            if flow is not None:
+                result.append(flow)
+        return tuple(result)
+
+    def _flow(self, members: tuple[str, ...], jobs: dict[str, Job]) -> Flow | None:
+        roots = tuple(n for n in members if not jobs[n].after)
+        for name in members:
+            if jobs[name].after and jobs[name].schedule:
+                self.problem(
+                    f"jobs.{name}.schedule",
+                    "only jobs without 'after' may have a "
+                    f"schedule; {name} runs after {', '.join(jobs[name].after)}",
+                )
+        scheduled = [jobs[n] for n in roots if jobs[n].schedule]
+        first = scheduled[0] if scheduled else jobs[sorted(roots)[0]]
+        for other in scheduled[1:]:
+            if other.schedule.text != first.schedule.text or other.timezone != first.timezone:
+                self.problem(
+                    f"jobs.{other.name}.schedule",
+                    f"all scheduled roots of a flow share one schedule and timezone; "
+                    f"{other.name} differs from {first.name} "
+                    f"({first.schedule.text!r} in {first.timezone.key})",
+                )
+        return Flow(sorted(roots)[0], members, roots, first.schedule, first.timezone)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _suggest(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _string(_: _Checker, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {value!r}")
+    return value
+
+
+def _nonempty(c: _Checker, value: Any) -> str:
+    if not _string(c, value).strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _command(_: _Checker, value: Any) -> str | tuple[str, ...]:
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError(
+        "must be a non-empty string (run by the shell) or a non-empty list of "
+        "strings (run directly)"
+    )
+
+
+def _choice(*allowed: str) -> Any:
+    def check(_: _Checker, value: Any) -> str:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    return check
+
+
+def _schedule(_: _Checker, value: Any) -> Schedule:
+    if not isinstance(value, str):
+        raise ValueError(f'must be a string like "0 3 * * *" or "@daily", got {value!r}')
+    try:
+        return parse_schedule(value)
+    except ScheduleError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _timezone(_: _Checker, value: Any) -> ZoneInfo:
+    if isinstance(value, str) and value:
+        try:
+            return ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    raise ValueError(f'unknown timezone {value!r}; use an IANA name like "Europe/Berlin"')
+
+
+def _after(_: _Checker, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError(f"must be a list of job names, got {value!r}")
+
+
+def _env(_: _Checker, value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError('must be a table of strings, like env = { PATH = "/usr/bin" }')
+    bad = [k for k, v in value.items() if not isinstance(v, str)]
+    if bad:
+        raise ValueError(f"values must be strings; {bad[0]} is {value[bad[0]]!r}")
+    return dict(value)
+
+
+def _retries(_: _Checker, value: Any) -> int:
+    if _is_int(value) and value >= 0:
+        return value
+    raise ValueError(f"must be a whole number ≥ 0, got {value!r}")
+
+
+def _backoff(_: _Checker, value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 1:
+        return float(value)
+    raise ValueError(f"must be a number ≥ 1, got {value!r}")
+
+
+def _bool(_: _Checker, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def _duration(_: _Checker, value: Any) -> float:
+    return parse_duration(value)
+
+
+def _size(_: _Checker, value: Any) -> int:
+    return parse_size(value)
+
+
+_KEYS: dict[str, Any] = {
+    "command": _command,
+    "schedule": _schedule,
+    "after": _after,
+    "run_if": _choice(*RUN_IF),
+    "description": _string,
+    "timezone": _timezone,
+    "workdir": _nonempty,
+    "env": _env,
+    "shell": _nonempty,
+    "retries": _retries,
+    "retry_delay": _duration,
+    "retry_backoff": _backoff,
+    "retry_max_delay": _duration,
+    "timeout": _duration,
+    "kill_grace": _duration,
+    "overlap": _choice(*OVERLAP),
+    "catchup": _choice(*CATCHUP),
+    "jitter": _duration,
+    "max_log_bytes": _size,
+    "on_failure": _nonempty,
+    "on_retry": _nonempty,
+    "on_success": _nonempty,
+    "enabled": _bool,
+}
+
+_HEADER_RE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+_PART = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
+_KEY_RE = re.compile(rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*=")
+
+
+def _dotted(text: str) -> str:
+    """`jobs."my job" . env` → `jobs.my job.env`."""
+    parts = re.findall(_PART, text)
+    return ".".join(p.strip("\"'") for p in parts)
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Line of each table and key ("jobs.backup.retries" → 12): tomli gives no positions."""
+    lines: dict[str, int] = {}
+    table = ""
+    in_multiline = False
+    for number, line in enumerate(text.splitlines(), start=1):
+        if in_multiline:
+            in_multiline = line.count('"""') % 2 == 0 and line.count("'''") % 2 == 0
+            continue
+        if header := _HEADER_RE.match(line):
+            table = _dotted(header.group(1))
+            lines.setdefault(table, number)
+        elif key := _KEY_RE.match(line):
+            full = f"{table}.{_dotted(key.group(1))}" if table else _dotted(key.group(1))
+            lines.setdefault(full, number)
+            rest = line[key.end() :]
+            in_multiline = rest.count('"""') % 2 == 1 or rest.count("'''") % 2 == 1
+    return lines

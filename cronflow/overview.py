@@ -1,0 +1,73 @@
+"""What `list` and `status` show about each job: the job file joined with the state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cronflow.config import Config
+    from cronflow.store import Store
+
+
+@dataclass(frozen=True)
+class JobView:
+    name: str
+    description: str | None
+    schedule: str | None
+    meaning: str
+    timezone: str
+    next_fire: datetime | None
+    last_status: str | None
+    after: tuple[str, ...]
+    paused: bool
+    enabled: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "schedule": self.schedule,
+            "timezone": self.timezone,
+            "next_fire": self.next_fire.isoformat() if self.next_fire else None,
+            "last_status": self.last_status,
+            "after": list(self.after),
+            "paused": self.paused,
+            "enabled": self.enabled,
+        }
+
+
+def jobs(config: Config, now: datetime, store: Store | None) -> list[JobView]:
+    """One view per job in file order; next fires are the flow's, for scheduled roots."""
+    last = store.last_status(list(config.jobs)) if store else {}
+    paused = store.paused_flows() if store else set()
+    views = []
+    for flow in config.flows:
+        fire = flow.next_fire(now) if flow.name not in paused else None
+        for name in flow.jobs:
+            job = config.jobs[name]
+            views.append(
+                JobView(
+                    name=name,
+                    description=job.description,
+                    schedule=job.schedule.text if job.schedule else None,
+                    meaning=_meaning(job.schedule, job.after),
+                    timezone=flow.timezone.key,
+                    next_fire=fire if job.schedule and job.enabled else None,
+                    last_status=last.get(name),
+                    after=job.after,
+                    paused=flow.name in paused,
+                    enabled=job.enabled,
+                )
+            )
+    order = {name: i for i, name in enumerate(config.jobs)}
+    return sorted(views, key=lambda v: order[v.name])
+
+
+def _meaning(schedule: Any, after: tuple[str, ...]) -> str:
+    if schedule is not None:
+        return schedule.describe()
+    if after:
+        return "after " + ", ".join(after)
+    return "only by hand"

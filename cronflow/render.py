@@ -1,0 +1,275 @@
+"""Everything cronflow prints: tables, JSON, messages. The only module that imports rich.
+
+On a terminal tables are rich tables; piped, they are plain aligned text (and rich is not
+even imported, which keeps scripted use fast).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime, tzinfo
+from typing import Any
+
+from cronflow.units import format_duration
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, no_color="NO_COLOR" in os.environ or None)
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str | None = None) -> None:
+    """A table: rich on a terminal, tab-free aligned plain text when piped."""
+    if is_terminal():
+        from rich.table import Table
+
+        rich_table = Table(*columns, title=title, title_justify="left", box=None)
+        for row in rows:
+            rich_table.add_row(*row)
+        console().print(rich_table)
+        return
+    if title:
+        print(title)
+    widths = [max(len(str(c)) for c in col) for col in zip(columns, *rows, strict=False)]
+    for row in [columns, *rows]:
+        cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join(cells).rstrip())
+
+
+def print_json(document: Any) -> None:
+    json.dump(document, sys.stdout, indent=2, default=_json_default)
+    sys.stdout.write("\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def line(text: str = "") -> None:
+    print(text)
+
+
+def when(moment: datetime | None, zone: tzinfo | None = None) -> str:
+    """A time as the user reads it: "2026-11-25 03:00 CET"."""
+    if moment is None:
+        return "-"
+    local = moment.astimezone(zone)
+    return local.strftime("%Y-%m-%d %H:%M %Z" if local.second == 0 else "%Y-%m-%d %H:%M:%S %Z")
+
+
+def relative(moment: datetime, now: datetime) -> str:
+    """ "in 3h 12m" or "5m ago"."""
+    seconds = (moment - now).total_seconds()
+    if seconds >= 0:
+        return f"in {format_duration(seconds)}"
+    return f"{format_duration(-seconds)} ago"
+
+
+def job_table(views: Sequence[Any], now: datetime) -> None:
+    """`cronflow list`."""
+    rows = []
+    for v in views:
+        if v.next_fire is not None:
+            upcoming = f"{when(v.next_fire)} ({relative(v.next_fire, now)})"
+        elif v.paused:
+            upcoming = "paused"
+        elif not v.enabled:
+            upcoming = "disabled"
+        elif v.schedule and v.schedule.startswith("@at"):
+            upcoming = "done"
+        else:
+            upcoming = "-"
+        rows.append(
+            [v.name, v.schedule or "-", v.meaning, v.timezone, upcoming, v.last_status or "-"]
+        )
+    table(["JOB", "SCHEDULE", "WHEN", "TIMEZONE", "NEXT FIRE", "LAST"], rows)
+
+
+class LiveOutput:
+    """Shows a `cronflow run` as it happens: job output on stdout (stderr lines on stderr),
+    prefixed with the job's name when several jobs run; progress lines on stderr."""
+
+    def __init__(self, prefix: bool) -> None:
+        self.prefix = prefix
+
+    def output(self, job: str, stream: str, data: bytes) -> None:
+        text = data.decode("utf-8", "replace")
+        if not text.endswith("\n"):
+            text += "\n"
+        target = sys.stderr if stream == "err" else sys.stdout
+        target.write(f"{job} | {text}" if self.prefix else text)
+        target.flush()
+
+    def status(self, job: str, run_id: int, status: str, detail: str) -> None:
+        if status == "running" and detail == "attempt 1":
+            detail = ""
+        suffix = f" ({detail})" if detail else ""
+        print(f"cronflow: {job} [{run_id}] {status}{suffix}", file=sys.stderr, flush=True)
+
+
+def run_summary(runs: Sequence[Any]) -> None:
+    """The table after `cronflow run`."""
+    rows = [
+        [
+            str(r.run_id),
+            r.job,
+            r.status,
+            str(r.attempts),
+            _seconds(r.duration),
+            "-" if r.exit_code is None else str(r.exit_code),
+            r.note or "",
+        ]
+        for r in runs
+    ]
+    table(["RUN", "JOB", "STATUS", "ATTEMPTS", "DURATION", "EXIT", "NOTE"], rows)
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}s" if value < 60 else format_duration(value)
+
+
+class BackfillProgress:
+    """A progress bar on a terminal (done/total, failures, ETA); a line per flow run piped."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.failures = 0
+        self.bar: Any = None
+        if sys.stderr.isatty():
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("backfill"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[failures]} failed"),
+                TimeRemainingColumn(),
+                console=console(stderr=True),
+            )
+            self.task = self.bar.add_task("backfill", total=total, failures=0)
+            self.bar.start()
+
+    def flow_done(self, runs: Sequence[Any]) -> None:
+        from cronflow.flows import FAILED
+
+        self.done += 1
+        failed = [r for r in runs if r.status in FAILED]
+        self.failures += bool(failed)
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, failures=self.failures)
+            return
+        first = runs[0] if runs else None
+        state = "failed" if failed else "ok"
+        when_text = first.logical_time.isoformat() if first else "?"
+        print(f"[{self.done}/{self.total}] {when_text} {state}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def history_table(runs: Sequence[Any], zone: tzinfo) -> None:
+    """`cronflow history`."""
+    rows = [
+        [
+            str(r.run_id),
+            r.job,
+            when(r.logical_time, zone),
+            r.trigger,
+            r.status,
+            str(r.attempts),
+            when(r.started_at, zone),
+            _seconds(r.duration),
+            "-" if r.exit_code is None else str(r.exit_code),
+        ]
+        for r in runs
+    ]
+    table(
+        [
+            "RUN",
+            "JOB",
+            "LOGICAL TIME",
+            "TRIGGER",
+            "STATUS",
+            "ATTEMPTS",
+            "STARTED",
+            "DURATION",
+            "EXIT",
+        ],
+        rows,
+    )
+
+
+def log_lines(lines: Sequence[Any], _zone: object = None) -> None:
+    """Output lines of `cronflow logs`; on a terminal stderr lines are marked in red."""
+    if not is_terminal():
+        sys.stdout.write("".join(f"{line.text}\n" for line in lines))
+        sys.stdout.flush()
+        return
+    out = console()
+    from rich.text import Text
+
+    for line in lines:
+        if line.kind == "separator":
+            out.print(Text(line.text, style="dim"))
+        elif line.kind == "err":
+            out.print(Text("▌ ", style="red") + Text(line.text, style="red"))
+        elif line.kind == "marker":
+            out.print(Text(line.text, style="yellow"))
+        else:
+            out.print(Text(line.text), soft_wrap=True)
+
+
+def status_report(report: dict[str, Any], zone: tzinfo, now: datetime) -> None:
+    """`cronflow status`."""
+    d = report["daemon"]
+    if d["running"]:
+        since = datetime.fromisoformat(d["since"]) if d["since"] else None
+        line(f"daemon: running (pid {d['pid']}, since {when(since, zone)})")
+    else:
+        line("daemon: not running")
+    line(f"job file: {d['config']}")
+    if d["config_error"]:
+        line(f"job file error: {d['config_error']}")
+    for title, runs in (
+        ("running now", report["running"]),
+        ("recent failures", report["recent_failures"]),
+    ):
+        line(f"{title}: {'none' if not runs else ''}".rstrip())
+        for r in runs:
+            logical = when(datetime.fromisoformat(r["logical_time"]), zone)
+            line(
+                f"  {r['run_id']:>6}  {r['job']}  {r['status']}  {logical}"
+                + (f"  {r['note']}" if r.get("note") else "")
+            )
+    line("next fires:" + ("" if report["next"] else " none"))
+    for item in report["next"][:10]:
+        moment = datetime.fromisoformat(item["next_fire"])
+        line(f"  {item['job']}  {when(moment, zone)} ({relative(moment, now)})")

@@ -1,0 +1,69 @@
+"""Every test gets its own config and state folders, so nothing leaks into $HOME."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    for name in (
+        "CRONFLOW_CONFIG",
+        "CRONFLOW_STATE_DIR",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "JOURNAL_STREAM",
+        "VISUAL",
+        "EDITOR",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TZ", "UTC")
+    return tmp_path
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> object:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(0.02)
+
+
+_SCRIPT = Path(sys.executable).parent / "cronflow"
+CRONFLOW = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "cronflow"]
+
+
+def cronflow(
+    *args: str, input: str | None = None, env: dict | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `cronflow` command as a user would."""
+    return subprocess.run(
+        [*CRONFLOW, *args],
+        capture_output=True,
+        text=True,
+        input=input,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie nobody reaped (PID 1 here may not) counts as gone."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")

@@ -1,0 +1,249 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from cronflow.config import load_config, parse_config
+from cronflow.errors import ConfigError, CronflowError
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "jobs.toml")
+    return [str(p) for p in info.value.problems]
+
+
+def test_empty_and_comment_only_files_have_no_jobs() -> None:
+    for text in ["", "# nothing yet\n", "[defaults]\nretries = 1\n[daemon]\nmax_parallel = 2\n"]:
+        assert dict(parse_config(text).jobs) == {}
+
+
+def test_defaults_are_merged_and_job_keys_win() -> None:
+    cfg = parse_config(
+        """
+[defaults]
+retries = 2
+retry_delay = "1m"
+timezone = "Europe/Berlin"
+env = { A = "1", B = "2" }
+
+[jobs.a]
+command = "echo a"
+retries = 5
+env = { B = "3" }
+""",
+        "/srv/jobs.toml",
+    )
+    job = cfg.jobs["a"]
+    assert job.retries == 5
+    assert job.retry_delay == 60
+    assert job.timezone.key == "Europe/Berlin"
+    assert dict(job.env) == {"A": "1", "B": "3"}
+    assert job.workdir == "/srv"
+    assert job.argv() == ["/bin/sh", "-c", "echo a"]
+
+
+def test_every_key_with_its_type() -> None:
+    cfg = parse_config(
+        """
+[daemon]
+max_parallel = 4
+stop_timeout = "2m"
+keep_history = "30d"
+
+[jobs.full]
+command = ["python", "etl.py"]
+schedule = "0 6 * * mon-fri"
+description = "all keys"
+timezone = "UTC"
+workdir = "sub/dir"
+shell = "/bin/bash"
+retries = 1
+retry_delay = "1h30m"
+retry_backoff = 1.5
+retry_max_delay = 7200
+timeout = "2h"
+kill_grace = "5s"
+overlap = "queue"
+catchup = "all"
+jitter = "30s"
+max_log_bytes = "512KiB"
+on_failure = "echo failed"
+on_retry = "echo retry"
+on_success = "echo ok"
+enabled = false
+""",
+        "/srv/jobs.toml",
+    )
+    job = cfg.jobs["full"]
+    assert job.argv() == ["python", "etl.py"]
+    assert (job.retry_delay, job.retry_backoff, job.retry_max_delay) == (5400, 1.5, 7200)
+    assert (job.timeout, job.kill_grace, job.jitter) == (7200, 5, 30)
+    assert job.max_log_bytes == 512 * 1024
+    assert job.workdir == "/srv/sub/dir"
+    assert (job.overlap, job.catchup, job.enabled) == ("queue", "all", False)
+    assert (cfg.daemon.max_parallel, cfg.daemon.stop_timeout, cfg.daemon.keep_history) == (
+        4,
+        120,
+        30 * 86400,
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("retires = 3", "jobs.toml:3: jobs.a.retires: unknown key (did you mean 'retries'?)"),
+        ("retries = -1", "jobs.toml:3: jobs.a.retries: must be a whole number ≥ 0, got -1"),
+        ('retries = "2"', "jobs.toml:3: jobs.a.retries: must be a whole number ≥ 0, got '2'"),
+        ("retries = true", "jobs.toml:3: jobs.a.retries: must be a whole number ≥ 0, got True"),
+        ('timeout = "1h30"', "jobs.toml:3: jobs.a.timeout: expected a duration"),
+        ("timeout = -5", "jobs.toml:3: jobs.a.timeout: must not be negative"),
+        ('max_log_bytes = "1 lot"', "jobs.toml:3: jobs.a.max_log_bytes: expected a size"),
+        ('run_if = "sometimes"', "jobs.toml:3: jobs.a.run_if: must be one of success, failure"),
+        ('overlap = "wait"', "jobs.toml:3: jobs.a.overlap: must be one of skip, queue, allow"),
+        ("catchup = true", "jobs.toml:3: jobs.a.catchup: must be one of none, latest, all"),
+        ('timezone = "Mars/Olympus"', "jobs.toml:3: jobs.a.timezone: unknown timezone"),
+        ('schedule = "61 * * * *"', "jobs.toml:3: jobs.a.schedule: "),
+        ("schedule = 5", "jobs.toml:3: jobs.a.schedule: must be a string"),
+        ("env = { A = 1 }", "jobs.toml:3: jobs.a.env: values must be strings; A is 1"),
+        ("retry_backoff = 0.5", "jobs.toml:3: jobs.a.retry_backoff: must be a number ≥ 1"),
+        ('enabled = "yes"', "jobs.toml:3: jobs.a.enabled: must be true or false"),
+    ],
+)
+def test_bad_values_name_file_line_and_key(body: str, expected: str) -> None:
+    found = problems(f'[jobs.a]\ncommand = "x"\n{body}\n')
+    assert len(found) == 1
+    assert found[0].startswith(expected)
+
+
+def test_all_problems_are_reported_together_in_line_order() -> None:
+    found = problems(
+        """[jobs.a]
+command = "x"
+retires = 3
+
+[jobs.b]
+timeout = "soon"
+"""
+    )
+    assert found == [
+        "jobs.toml:3: jobs.a.retires: unknown key (did you mean 'retries'?)",
+        "jobs.toml:5: jobs.b: missing required key 'command'",
+        'jobs.toml:6: jobs.b.timeout: expected a duration like "90s", "5m", "1h30m", "2d", or '
+        "a whole number of seconds, got 'soon'",
+    ]
+
+
+def test_toml_syntax_error_has_line_and_column() -> None:
+    assert problems('[jobs.a]\ncommand = "x\n') == [
+        "jobs.toml:2: TOML syntax: Illegal character '\\n' (column 13)"
+    ]
+
+
+def test_sections_and_defaults_are_checked() -> None:
+    assert problems('[job.a]\ncommand = "x"\n') == [
+        "jobs.toml:1: job: unknown section (did you mean 'jobs'?); allowed: defaults, daemon, jobs"
+    ]
+    assert problems('[defaults]\nschedule = "@daily"\n') == [
+        "jobs.toml:2: defaults.schedule: 'schedule' cannot be set in [defaults]"
+    ]
+    assert problems('[defaults]\nretires = 1\n[jobs.a]\ncommand = "x"\n') == [
+        "jobs.toml:2: defaults.retires: unknown key (did you mean 'retries'?)"
+    ]
+    assert problems("[daemon]\nmax_parallel = 0\n") == [
+        "jobs.toml:2: daemon.max_parallel: must be a whole number ≥ 1, got 0"
+    ]
+
+
+def test_quoted_and_dotted_keys_are_located() -> None:
+    found = problems('[jobs."a"]\ncommand = "x"\n\n[jobs.b]\ncommand = "y"\nenv.A = 1\n')
+    assert found == ["jobs.toml:6: jobs.b.env: values must be strings; A is 1"]
+
+
+def test_multiline_strings_do_not_confuse_the_line_scanner() -> None:
+    found = problems('[jobs.a]\ncommand = """\nretries = 1\n"""\nretries = -2\n')
+    assert found == ["jobs.toml:5: jobs.a.retries: must be a whole number ≥ 0, got -2"]
+
+
+def test_flow_problems() -> None:
+    assert problems('[jobs.a]\ncommand = "x"\nafter = ["ghost"]\n') == [
+        "jobs.toml:3: jobs.a.after: unknown job 'ghost'"
+    ]
+    cycle = problems(
+        '[jobs.a]\ncommand = "x"\nafter = ["b"]\n[jobs.b]\ncommand = "x"\nafter = ["a"]\n'
+    )
+    assert cycle == ["jobs.toml:3: jobs.a.after: cycle: a -> b -> a"]
+    assert problems(
+        '[jobs.a]\ncommand = "x"\n[jobs.b]\ncommand = "x"\nafter = ["a"]\nschedule = "@daily"\n'
+    ) == [
+        "jobs.toml:6: jobs.b.schedule: only jobs without 'after' may have a schedule; "
+        "b runs after a"
+    ]
+    two = problems(
+        '[jobs.a]\ncommand = "x"\nschedule = "@daily"\n'
+        '[jobs.b]\ncommand = "x"\nschedule = "@hourly"\n'
+        '[jobs.c]\ncommand = "x"\nafter = ["a", "b"]\n'
+    )
+    assert two == [
+        "jobs.toml:6: jobs.b.schedule: all scheduled roots of a flow share one schedule and "
+        "timezone; b differs from a ('@daily' in UTC)"
+    ]
+
+
+def test_flows_are_components_named_by_first_root() -> None:
+    cfg = parse_config(
+        """
+[jobs.zeta]
+command = "x"
+schedule = "@daily"
+[jobs.report]
+command = "x"
+after = ["load"]
+[jobs.load]
+command = "x"
+after = ["zeta", "alpha"]
+[jobs.alpha]
+command = "x"
+[jobs.lonely]
+command = "x"
+"""
+    )
+    assert [(f.name, f.jobs) for f in cfg.flows] == [
+        ("alpha", ("zeta", "alpha", "load", "report")),
+        ("lonely", ("lonely",)),
+    ]
+    assert cfg.flows[0].schedule.text == "@daily"
+    assert cfg.downstream("alpha") == ("alpha", "load", "report")
+    with pytest.raises(CronflowError, match="no job named 'lod'.*did you mean 'load'"):
+        cfg.job("lod")
+
+
+def test_retry_wait_grows_and_is_capped() -> None:
+    job = parse_config(
+        '[jobs.a]\ncommand = "x"\nretry_delay = "10s"\nretry_backoff = 3\nretry_max_delay = "1m"\n'
+    ).jobs["a"]
+    assert [job.retry_wait(k) for k in (1, 2, 3, 4)] == [10, 30, 60, 60]
+
+
+def test_next_fires_of_a_flow() -> None:
+    cfg = parse_config('[jobs.a]\ncommand = "x"\nschedule = "0 3 * * *"\ntimezone = "UTC"\n')
+    fires = cfg.flows[0].next_fires(datetime(2026, 1, 1, 3, 0, tzinfo=UTC), 2)
+    assert [f.isoformat() for f in fires] == [
+        "2026-01-02T03:00:00+00:00",
+        "2026-01-03T03:00:00+00:00",
+    ]
+
+
+def test_unreadable_files_give_one_line(tmp_path: Path) -> None:
+    with pytest.raises(CronflowError, match="no job file at .*cronflow init") as info:
+        load_config(tmp_path / "missing.toml")
+    assert info.value.exit_code == 1
+    with pytest.raises(CronflowError, match="is a directory") as info:
+        load_config(tmp_path)
+    assert info.value.exit_code == 2
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"a = 1\n\xff\xfe\x00garbage")
+    with pytest.raises(CronflowError, match=r"binary.toml:2: not a TOML text file"):
+        load_config(binary)
