@@ -127,7 +127,7 @@ def local_zone() -> ZoneInfo:
             name = ""
     try:
         return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return ZoneInfo("UTC")
 
 
@@ -381,7 +381,7 @@ def _timezone(_: _Checker, value: Any) -> ZoneInfo:
     if isinstance(value, str) and value:
         try:
             return ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a folder
             pass
     raise ValueError(f'unknown timezone {value!r}; use an IANA name like "Europe/Berlin"')
 

@@ -201,6 +201,13 @@ def m001_initial(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+@migration
+def m002_run_owner(db: sqlite3.Connection) -> None:
+    # The pid of the process driving a run, so a daemon starting up marks `lost` only the
+    # runs of dead processes, never those of a `cronflow run` still going in a terminal.
+    db.execute("ALTER TABLE runs ADD COLUMN pid INTEGER")
+
+
 # --- errors ----------------------------------------------------------------------------------
 
 _P = ParamSpec("_P")
@@ -370,10 +377,10 @@ class Store:
             # created_at never goes below an earlier run's, even if the clock steps back, so
             # "recorded since" is always one id range (see history).
             cursor = db.execute(
-                "INSERT INTO runs (flow_run_id, job, logical_time, trigger, status, note,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?,"
+                "INSERT INTO runs (flow_run_id, job, logical_time, trigger, status, note, pid,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?,"
                 " max(?, coalesce((SELECT max(created_at) FROM runs), 0)))",
-                (flow_run_id, job, _to_us(logical_time), trigger, status, note,
+                (flow_run_id, job, _to_us(logical_time), trigger, status, note, os.getpid(),
                  _to_us(self._clock.now())),
             )  # fmt: skip
         return cursor.lastrowid
@@ -573,17 +580,21 @@ class Store:
         return len(doomed)
 
     @_user_errors
-    def mark_unfinished_lost(self, now: datetime, note: str) -> list[RunRecord]:
+    def mark_unfinished_lost(
+        self, now: datetime, note: str, alive: Callable[[int], bool] | None = None
+    ) -> list[RunRecord]:
         """Runs left queued/running/retrying become `lost` (finished now); returns them.
 
-        Their unfinished attempts are closed as `lost` too.
+        With `alive`, runs whose process (by pid) is still alive are left alone. Their
+        unfinished attempts are closed as `lost` too.
         """
         with self._write() as db:
             ids = [
-                row[0]
-                for row in db.execute(
-                    "SELECT id FROM runs WHERE status IN ('queued', 'running', 'retrying')"
+                run_id
+                for run_id, pid in db.execute(
+                    "SELECT id, pid FROM runs WHERE status IN ('queued', 'running', 'retrying')"
                 )
+                if alive is None or pid is None or not alive(pid)
             ]
             if not ids:
                 return []

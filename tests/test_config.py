@@ -105,6 +105,7 @@ enabled = false
         ('overlap = "wait"', "jobs.toml:3: jobs.a.overlap: must be one of skip, queue, allow"),
         ("catchup = true", "jobs.toml:3: jobs.a.catchup: must be one of none, latest, all"),
         ('timezone = "Mars/Olympus"', "jobs.toml:3: jobs.a.timezone: unknown timezone"),
+        ('timezone = "Europe"', "jobs.toml:3: jobs.a.timezone: unknown timezone"),
         ('schedule = "61 * * * *"', "jobs.toml:3: jobs.a.schedule: "),
         ("schedule = 5", "jobs.toml:3: jobs.a.schedule: must be a string"),
         ("env = { A = 1 }", "jobs.toml:3: jobs.a.env: values must be strings; A is 1"),

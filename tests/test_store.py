@@ -89,7 +89,7 @@ def test_reopening_is_a_no_op(db_path: Path, clock: VirtualClock) -> None:
     with Store(db_path, clock=clock) as second:
         assert second.get_run(run_id) is not None
         rows = second.conn.execute("SELECT name, applied_at FROM migrations").fetchall()
-    assert rows == [("m001_initial", int(T0.timestamp()) * 1_000_000)]
+    assert rows == [(m.__name__, int(T0.timestamp()) * 1_000_000) for m in MIGRATIONS]
 
 
 def test_newer_schema_is_refused(db_path: Path) -> None:
@@ -360,6 +360,16 @@ def test_active_runs_and_mark_unfinished_lost(store: Store) -> None:
     assert store.active_runs() == []
     assert store.get_run(done).status == "success"
     assert store.mark_unfinished_lost(at(200), "again") == []
+
+
+def test_mark_unfinished_lost_spares_runs_of_live_processes(store: Store) -> None:
+    mine = add_run(store, "a", status="running")
+    store.conn.execute("UPDATE runs SET pid = 999999999 WHERE id != ?", (mine,))
+    dead = add_run(store, "b", status="running")
+    store.conn.execute("UPDATE runs SET pid = 999999999 WHERE id = ?", (dead,))
+    lost = store.mark_unfinished_lost(at(5), "gone", alive=lambda pid: pid != 999999999)
+    assert [r.run_id for r in lost] == [dead]
+    assert store.get_run(mine).status == "running"
 
 
 def test_succeeded_logical_times(store: Store) -> None:
