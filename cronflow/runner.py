@@ -1,0 +1,470 @@
+"""One attempt of one command: the only module in cronflow that starts processes.
+
+An attempt runs in a new session and process group, with stdin on /dev/null and both output
+streams captured line by line as they arrive. Timeouts and cancels signal the whole group: SIGTERM,
+then SIGKILL after ``kill_grace``. Everything is driven by the running asyncio loop: the child's
+exit is learnt from a pidfd, its pipes are read with ``add_reader``, and timers are ``call_later``
+handles. We reap the child ourselves with ``os.wait4`` to get its rusage, which is why this does
+not use ``asyncio.create_subprocess_exec`` (its child watcher would reap the child first).
+
+Linux only (pidfd_open needs Linux 5.3+).
+
+Background grandchildren on a normal exit: once the command itself has exited, the output pipes
+get ``DRAIN_SECONDS`` to reach EOF, then we stop reading and close them. Processes the command
+left running in the background are not signalled (cron does not kill them either); they get
+EPIPE/SIGPIPE if they write to the closed pipes. Only timeouts and cancels signal the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import resource
+import signal
+import subprocess
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from cronflow.clock import Clock
+
+#: After the command exits (or its group was killed), how long its pipes may stay open before we
+#: stop reading: a background grandchild holding stdout must not keep the attempt alive.
+DRAIN_SECONDS = 0.5
+#: A line longer than this with no newline is delivered in pieces of this size.
+MAX_LINE_BYTES = 64 * 1024
+#: How much one read from a pipe takes at most.
+READ_BYTES = 64 * 1024
+#: Size of ``AttemptResult.tail`` (CRONFLOW_LOG_TAIL).
+TAIL_BYTES = 4 * 1024
+#: After a cancel by task cancellation, how long we wait for the SIGKILLed command to be reaped.
+REAP_ON_CANCEL_SECONDS = 5.0
+
+EXIT_NOT_FOUND = 127
+EXIT_CANNOT_EXECUTE = 126
+
+OutputSink = Callable[[str, datetime, bytes], None]
+"""Receives ``(stream, at, data)``: stream is "out", "err" or "marker"; data is one line."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """What to run, fully prepared by the caller (argv already built, env complete)."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    timeout: float | None
+    kill_grace: float = 10.0
+    max_log_bytes: int | None = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """How one attempt ended. ``exit_code`` is 128+N when the command died of signal N."""
+
+    status: str
+    exit_code: int | None
+    started_at: datetime
+    finished_at: datetime
+    cpu_seconds: float | None
+    max_rss_kb: int | None
+    tail: bytes
+    error: str | None = None
+
+
+async def run_attempt(
+    command: Command,
+    on_output: OutputSink,
+    stop: asyncio.Event | None = None,
+    clock: Clock | None = None,
+) -> AttemptResult:
+    """Run ``command`` once, streaming its output to ``on_output``, and report how it ended.
+
+    Setting ``stop`` cancels the attempt (status "canceled"); if it is already set, the command is
+    not started. User mistakes (command not found, bad workdir) give a "failed" result, never an
+    exception. If ``on_output`` raises, the group is killed and the exception propagates. If the
+    awaiting task is cancelled, the group is SIGKILLed and reaped before CancelledError propagates.
+    """
+    clock = clock or Clock()
+    log = _OutputLog(on_output, command.max_log_bytes)
+    started_at = clock.now()
+    if stop is not None and stop.is_set():
+        return AttemptResult("canceled", None, started_at, started_at, None, None, b"")
+    try:
+        proc = subprocess.Popen(
+            command.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=command.cwd,
+            env=command.env,
+            start_new_session=True,
+        )
+    except (OSError, ValueError) as exc:
+        return _exec_failure(command, exc, log, started_at, clock)
+    try:
+        attempt = _Attempt(proc, command, log, clock)
+    except BaseException:  # e.g. pidfd_open failed (EMFILE): leave no unwatched job behind
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.wait()  # SIGKILLed: this returns at once
+        raise
+    return await attempt.wait(stop, started_at)
+
+
+def _exec_failure(
+    command: Command, exc: Exception, log: _OutputLog, started_at: datetime, clock: Clock
+) -> AttemptResult:
+    """The command could not be started: report it as a shell would, on stderr and as 127/126."""
+    code, message = _describe_exec_error(command, exc)
+    at = clock.now()
+    log.add("err", at, f"cronflow: {message}\n".encode(errors="surrogateescape"))
+    log.finish(at)
+    return AttemptResult("failed", code, started_at, at, None, None, log.last_bytes(), message)
+
+
+def _describe_exec_error(command: Command, exc: Exception) -> tuple[int, str]:
+    """Exit code and one-line message for an exec failure, in the user's words."""
+    program = command.argv[0] if command.argv else ""
+    if not isinstance(exc, OSError):  # ValueError: an embedded NUL byte in argv, env or cwd
+        return EXIT_CANNOT_EXECUTE, f"cannot execute {program!r}: {exc}"
+    code = EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_CANNOT_EXECUTE
+    # subprocess reports a failed chdir with the workdir as the filename.
+    if exc.filename == command.cwd and (program != command.cwd or not os.path.isdir(command.cwd)):
+        if exc.errno == errno.ENOENT:
+            return code, f"workdir does not exist: {command.cwd}"
+        if exc.errno == errno.ENOTDIR:
+            return code, f"workdir is not a directory: {command.cwd}"
+        return code, f"workdir not usable: {command.cwd}: {exc.strerror}"
+    if exc.errno == errno.ENOENT:
+        return code, f"command not found: {program}"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return code, f"permission denied: {program}"
+    return code, f"cannot execute {program}: {exc.strerror}"
+
+
+class _Attempt:
+    """The running process: reads its pipes, learns of its exit, and kills its group on demand."""
+
+    def __init__(
+        self, proc: subprocess.Popen[bytes], command: Command, log: _OutputLog, clock: Clock
+    ):
+        self._loop = asyncio.get_running_loop()
+        self._proc = proc
+        self._pgid = proc.pid  # start_new_session: the child leads its own session and group
+        self._command = command
+        self._log = log
+        self._clock = clock
+        self._exited: asyncio.Future[None] = self._loop.create_future()
+        self._pipes_closed: asyncio.Future[None] = self._loop.create_future()
+        self._killed: asyncio.Future[None] = self._loop.create_future()
+        self._wait_status: int | None = None
+        self._rusage: resource.struct_rusage | None = None
+        self._kill_reason: str | None = None  # "timeout" or "canceled" once we signalled the group
+        self._kill_handle: asyncio.TimerHandle | None = None
+        self._sink_error: Exception | None = None
+        self._partial: dict[int, bytearray] = {}
+        self._streams: dict[int, str] = {}
+        self._pidfd = os.pidfd_open(proc.pid)
+        self._loop.add_reader(self._pidfd, self._on_exit)
+        for pipe, stream in ((proc.stdout, "out"), (proc.stderr, "err")):
+            assert pipe is not None
+            fd = pipe.fileno()
+            os.set_blocking(fd, False)
+            self._streams[fd] = stream
+            self._partial[fd] = bytearray()
+            self._loop.add_reader(fd, self._on_readable, fd)
+
+    async def wait(self, stop: asyncio.Event | None, started_at: datetime) -> AttemptResult:
+        """Wait for the exit (killing the group on timeout or stop), drain the pipes, report."""
+        timeout_handle = None
+        if self._command.timeout is not None:
+            timeout_handle = self._loop.call_later(
+                max(0.0, self._command.timeout), self._terminate, "timeout"
+            )
+        stop_task = None
+        if stop is not None:
+            stop_task = self._loop.create_task(stop.wait())
+            stop_task.add_done_callback(self._on_stop)
+        try:
+            await asyncio.wait({self._exited})
+            if timeout_handle is not None:
+                timeout_handle.cancel()
+            if self._kill_reason is not None:
+                await self._until_group_gone()
+            await asyncio.wait({self._pipes_closed}, timeout=DRAIN_SECONDS)
+        except asyncio.CancelledError:
+            self._kill_now()
+            await asyncio.wait({self._exited}, timeout=REAP_ON_CANCEL_SECONDS)
+            raise
+        finally:
+            for handle in (timeout_handle, self._kill_handle):
+                if handle is not None:
+                    handle.cancel()
+            if stop_task is not None:
+                stop_task.cancel()
+            self._close()
+        if self._sink_error is not None:
+            raise self._sink_error
+        finished_at = self._clock.now()
+        self._log.finish(finished_at)
+        return self._result(started_at, finished_at)
+
+    def _result(self, started_at: datetime, finished_at: datetime) -> AttemptResult:
+        exit_code = None
+        if self._wait_status is not None:
+            exit_code = os.waitstatus_to_exitcode(self._wait_status)
+            if exit_code < 0:
+                exit_code = 128 - exit_code
+        if self._kill_reason is not None:
+            status = self._kill_reason
+        else:
+            status = "success" if exit_code == 0 else "failed"
+        cpu = rss = None
+        if self._rusage is not None:
+            cpu = self._rusage.ru_utime + self._rusage.ru_stime
+            rss = self._rusage.ru_maxrss
+        return AttemptResult(
+            status, exit_code, started_at, finished_at, cpu, rss, self._log.last_bytes()
+        )
+
+    # --- the process's exit -------------------------------------------------------------------
+
+    def _on_exit(self) -> None:
+        """The pidfd became readable: the child has exited; reap it and keep its rusage."""
+        self._loop.remove_reader(self._pidfd)
+        try:
+            _, status, rusage = os.wait4(self._proc.pid, 0)
+        except ChildProcessError:  # someone else reaped it (a foreign waitpid(-1)): no status
+            self._proc.returncode = -1
+        else:
+            self._wait_status, self._rusage = status, rusage
+            # Tell Popen it is reaped, or its __del__ would waitpid() a pid that may be reused.
+            self._proc.returncode = os.waitstatus_to_exitcode(status)
+        if not self._exited.done():
+            self._exited.set_result(None)
+
+    async def _until_group_gone(self) -> None:
+        """After a kill, wait until nothing of the group is left, or the SIGKILL has been sent.
+
+        The pipes closing is the usual sign; a member that closed them is seen by one look at
+        /proc, and otherwise gets the rest of the grace period before SIGKILL.
+        """
+        while not self._killed.done():
+            if self._pipes_closed.done():
+                if _group_has_live_members(self._pgid):
+                    await asyncio.wait({self._killed})
+                elif self._kill_handle is not None:
+                    self._kill_handle.cancel()
+                return
+            await asyncio.wait(
+                {self._pipes_closed, self._killed}, return_when=asyncio.FIRST_COMPLETED
+            )
+
+    # --- killing the group --------------------------------------------------------------------
+
+    def _on_stop(self, task: asyncio.Task[object]) -> None:
+        if not task.cancelled():
+            self._terminate("canceled")
+
+    def _terminate(self, reason: str) -> None:
+        """SIGTERM the group now and SIGKILL it after the grace period (once per attempt)."""
+        if self._kill_reason is not None or self._exited.done():
+            return
+        self._kill_reason = reason
+        self._signal_group(signal.SIGTERM)
+        self._kill_handle = self._loop.call_later(
+            max(0.0, self._command.kill_grace), self._kill_group
+        )
+
+    def _kill_group(self) -> None:
+        self._signal_group(signal.SIGKILL)
+        if not self._killed.done():
+            self._killed.set_result(None)
+
+    def _kill_now(self) -> None:
+        """No grace: the caller is going away (task cancelled, or our sink failed)."""
+        if self._kill_reason is None:
+            self._kill_reason = "canceled"
+        if self._kill_handle is not None:
+            self._kill_handle.cancel()
+        self._kill_group()
+
+    def _signal_group(self, signum: int) -> None:
+        # The group id stays reserved while any member (even a zombie leader) exists, and Linux
+        # hands out pids cyclically, so this cannot hit an unrelated group in practice.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._pgid, signum)
+
+    # --- output -------------------------------------------------------------------------------
+
+    def _on_readable(self, fd: int) -> None:
+        try:
+            data = os.read(fd, READ_BYTES)
+        except BlockingIOError:
+            return
+        try:
+            if data:
+                self._take(fd, data, self._clock.now())
+            else:
+                self._close_pipe(fd)
+        except Exception as exc:  # the sink failed: stop the job, re-raised from wait()
+            self._sink_error = exc
+            for open_fd in list(self._streams):
+                self._loop.remove_reader(open_fd)
+            if not self._pipes_closed.done():
+                self._pipes_closed.set_result(None)
+            self._kill_now()
+
+    def _take(self, fd: int, data: bytes, at: datetime) -> None:
+        """Deliver the complete lines in ``data``; keep the rest for the next read."""
+        stream, buf = self._streams[fd], self._partial[fd]
+        buf += data
+        start = 0
+        while (end := buf.find(b"\n", start)) >= 0:
+            end += 1
+            while end - start > MAX_LINE_BYTES:
+                self._log.add(stream, at, bytes(buf[start : start + MAX_LINE_BYTES]))
+                start += MAX_LINE_BYTES
+            self._log.add(stream, at, bytes(buf[start:end]))
+            start = end
+        while len(buf) - start >= MAX_LINE_BYTES:
+            self._log.add(stream, at, bytes(buf[start : start + MAX_LINE_BYTES]))
+            start += MAX_LINE_BYTES
+        del buf[:start]
+
+    def _close_pipe(self, fd: int) -> None:
+        """EOF (or we stop reading): flush the partial last line and close the pipe."""
+        self._loop.remove_reader(fd)
+        stream = self._streams.pop(fd)
+        rest = self._partial.pop(fd)
+        if rest:
+            self._log.add(stream, self._clock.now(), bytes(rest))
+        for pipe in (self._proc.stdout, self._proc.stderr):
+            if pipe is not None and not pipe.closed and pipe.fileno() == fd:
+                pipe.close()
+        if not self._streams and not self._pipes_closed.done():
+            self._pipes_closed.set_result(None)
+
+    def _close(self) -> None:
+        """Stop watching everything; pipes still open are flushed and closed."""
+        if not self._exited.done():  # only when cancelled and the reap timed out
+            self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        for fd in list(self._streams):
+            if self._sink_error is None:
+                self._close_pipe(fd)
+            else:
+                self._loop.remove_reader(fd)
+                self._streams.pop(fd)
+        for pipe in (self._proc.stdout, self._proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def _group_has_live_members(pgid: int) -> bool:
+    """Whether process group ``pgid`` has a member that is not a zombie.
+
+    ``killpg(pgid, 0)`` also counts zombies, such as orphans that init has not reaped yet, so a
+    positive answer is confirmed by one scan of /proc.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:
+        return True
+    for name in entries:
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+class _OutputLog:
+    """Delivers output lines to the sink, within the log cap, and keeps the last 4 KiB.
+
+    With a cap, the first half of it is delivered live (cut at a line boundary where one exists);
+    after that only a rolling tail of the last half-cap bytes is kept, and at the end a marker
+    saying how many bytes were dropped is delivered, followed by the tail lines with their original
+    stream and time. So head + tail never exceed the cap (the marker line aside). If the output
+    ends up fitting in the cap, the tail is delivered without a marker.
+    """
+
+    def __init__(self, sink: OutputSink, cap: int | None) -> None:
+        self._sink = sink
+        cap = None if cap is None else max(0, cap)
+        self._tail_budget = 0 if cap is None else cap // 2
+        self._head_left = None if cap is None else cap - self._tail_budget
+        self._head_delivered = 0
+        self._capping = False
+        self._tail: deque[tuple[str, datetime, bytes]] = deque()
+        self._tail_size = 0
+        self._dropped = 0
+        self._last = bytearray()
+
+    def add(self, stream: str, at: datetime, data: bytes) -> None:
+        self._last += data
+        if len(self._last) > TAIL_BYTES:
+            del self._last[:-TAIL_BYTES]
+        if not self._capping:
+            if self._head_left is None or len(data) <= self._head_left:
+                self._deliver_head(stream, at, data)
+                return
+            self._capping = True
+            if self._head_delivered == 0 and self._head_left > 0:  # no line boundary to cut at
+                cut = self._head_left
+                self._deliver_head(stream, at, data[:cut])
+                data = data[cut:]
+        self._keep_in_tail(stream, at, data)
+
+    def _deliver_head(self, stream: str, at: datetime, data: bytes) -> None:
+        if self._head_left is not None:
+            self._head_left -= len(data)
+        self._head_delivered += len(data)
+        self._sink(stream, at, data)
+
+    def _keep_in_tail(self, stream: str, at: datetime, data: bytes) -> None:
+        self._tail.append((stream, at, data))
+        self._tail_size += len(data)
+        while self._tail_size > self._tail_budget and len(self._tail) > 1:
+            _, _, old = self._tail.popleft()
+            self._tail_size -= len(old)
+            self._dropped += len(old)
+        if self._tail_size > self._tail_budget:  # one line longer than the whole tail budget
+            s, t, only = self._tail.pop()
+            excess = self._tail_size - self._tail_budget
+            self._dropped += excess
+            self._tail_size -= excess
+            if only[excess:]:
+                self._tail.append((s, t, only[excess:]))
+
+    def finish(self, at: datetime) -> None:
+        """Deliver the drop marker and the kept tail, if the cap was reached."""
+        if self._dropped:
+            marker_at = self._tail[0][1] if self._tail else at
+            self._sink(
+                "marker", marker_at, b"[cronflow: %d bytes of output dropped]\n" % self._dropped
+            )
+        while self._tail:
+            self._sink(*self._tail.popleft())
+        self._tail_size = 0
+
+    def last_bytes(self) -> bytes:
+        return bytes(self._last)
