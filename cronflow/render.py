@@ -88,7 +88,7 @@ def job_table(views: Sequence[Any], now: datetime) -> None:
     rows = []
     for v in views:
         if v.next_fire is not None:
-            upcoming = f"{when(v.next_fire)} ({relative(v.next_fire, now)})"
+            upcoming = f"{when(v.next_fire, v.next_fire.tzinfo)} ({relative(v.next_fire, now)})"
         elif v.paused:
             upcoming = "paused"
         elif not v.enabled:
@@ -151,8 +151,9 @@ def _seconds(value: float | None) -> str:
 class BackfillProgress:
     """A progress bar on a terminal (done/total, failures, ETA); a line per flow run piped."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, zone: tzinfo) -> None:
         self.total = total
+        self.zone = zone
         self.done = 0
         self.failures = 0
         self.bar: Any = None
@@ -187,7 +188,7 @@ class BackfillProgress:
             return
         first = runs[0] if runs else None
         state = "failed" if failed else "ok"
-        when_text = first.logical_time.isoformat() if first else "?"
+        when_text = first.logical_time.astimezone(self.zone).isoformat() if first else "?"
         print(f"[{self.done}/{self.total}] {when_text} {state}", file=sys.stderr, flush=True)
 
     def close(self) -> None:

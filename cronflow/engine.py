@@ -1,0 +1,350 @@
+"""One flow run: which job starts when, retries, hooks and statuses.
+
+The same engine serves `cronflow run`, backfills and the daemon, so every trigger behaves the
+same way. It runs on the caller's asyncio loop; processes are started only through `runner`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from cronflow import flows
+from cronflow.clock import Clock
+from cronflow.runner import AttemptResult, Command, run_attempt
+
+if TYPE_CHECKING:
+    from cronflow.config import Config, Job
+    from cronflow.store import RunRecord, Store
+
+HOOK_TIMEOUT = 60.0
+HOOK_KILL_GRACE = 5.0
+FLUSH_SECONDS = 0.05  # output reaches the database (and `logs -f`) this often
+FLUSH_ROWS = 500
+
+RunAttempt = Callable[..., Awaitable[AttemptResult]]
+
+
+class Observer(Protocol):
+    """What the engine reports as it goes; `run` shows it live, the daemon logs it."""
+
+    def output(self, job: str, stream: str, data: bytes) -> None: ...
+
+    def status(self, job: str, run_id: int, status: str, detail: str) -> None: ...
+
+
+class Quiet:
+    def output(self, job: str, stream: str, data: bytes) -> None:
+        pass
+
+    def status(self, job: str, run_id: int, status: str, detail: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class FlowRun:
+    """What to run: `jobs` of `config` for one logical time."""
+
+    config: Config
+    flow: str
+    jobs: tuple[str, ...]
+    logical_time: datetime
+    trigger: str  # schedule | manual | backfill | catchup
+
+
+class Engine:
+    """Runs flow runs; all of them share one `max_parallel` limit on running jobs."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_parallel: int,
+        clock: Clock | None = None,
+        observer: Observer | None = None,
+        stop: asyncio.Event | None = None,
+        run: RunAttempt = run_attempt,
+        base_env: dict[str, str] | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock or Clock()
+        self.observer = observer or Quiet()
+        self.stop = stop or asyncio.Event()
+        self.slots = asyncio.Semaphore(max_parallel)
+        self._run = run
+        self._base_env = dict(os.environ if base_env is None else base_env)
+
+    def create(self, plan: FlowRun, note: str | None = None) -> tuple[int, dict[str, int]]:
+        """Record the flow run and one `queued` run per job; returns their ids."""
+        flow_run_id = self.store.new_flow_run(plan.flow, plan.logical_time, plan.trigger)
+        run_ids = {
+            job: self.store.new_run(flow_run_id, job, plan.logical_time, plan.trigger, note=note)
+            for job in plan.jobs
+        }
+        return flow_run_id, run_ids
+
+    async def execute(self, plan: FlowRun) -> list[RunRecord]:
+        """Run `plan` to its end and return the runs it recorded."""
+        flow_run_id, run_ids = self.create(plan)
+        return await self.execute_created(plan, flow_run_id, run_ids)
+
+    async def execute_created(
+        self, plan: FlowRun, flow_run_id: int, run_ids: dict[str, int]
+    ) -> list[RunRecord]:
+        done: dict[str, asyncio.Future[str]] = {
+            job: asyncio.get_running_loop().create_future() for job in plan.jobs
+        }
+        tasks = [
+            asyncio.create_task(self._job(plan, job, run_ids[job], done), name=f"job:{job}")
+            for job in plan.jobs
+        ]
+        await asyncio.gather(*tasks)
+        return self.store.runs_in_flow_run(flow_run_id)
+
+    async def _job(
+        self, plan: FlowRun, name: str, run_id: int, done: dict[str, asyncio.Future[str]]
+    ) -> None:
+        job = plan.config.jobs[name]
+        status = "canceled"
+        try:
+            upstream = [await done[up] for up in job.after if up in done]
+            decision = flows.decide(job.run_if, upstream)
+            if self.stop.is_set():
+                status = "canceled"
+                self._finish(run_id, name, status, None, note="stopped before it started")
+            elif decision != "run":
+                status = decision
+                self._finish(run_id, name, status, None, note=_why_not(decision, job.after))
+            else:
+                status = await _JobRun(self, plan, job, run_id).run()
+        finally:
+            done[name].set_result(status)
+
+    def _finish(
+        self, run_id: int, job: str, status: str, exit_code: int | None, note: str | None = None
+    ) -> None:
+        now = self.clock.now()
+        self.store.update_run(
+            run_id, status=status, finished_at=now, exit_code=exit_code, note=note
+        )
+        self.observer.status(job, run_id, status, note or "")
+
+    def environment(self, job: Job, plan: FlowRun, run_id: int, attempt: int) -> dict[str, str]:
+        """The daemon's environment, then `env`, then the CRONFLOW_* variables (SPEC §5)."""
+        logical = plan.logical_time.astimezone(job.timezone)
+        return {
+            **self._base_env,
+            **job.env,
+            "CRONFLOW_JOB": job.name,
+            "CRONFLOW_RUN_ID": str(run_id),
+            "CRONFLOW_ATTEMPT": str(attempt),
+            "CRONFLOW_TRIGGER": plan.trigger if attempt == 1 else "retry",
+            "CRONFLOW_LOGICAL_TIME": logical.isoformat(),
+            "CRONFLOW_LOGICAL_DATE": logical.date().isoformat(),
+        }
+
+
+class _JobRun:
+    """One job of one flow run: its attempts, waits between them, and hooks."""
+
+    def __init__(self, engine: Engine, plan: FlowRun, job: Job, run_id: int) -> None:
+        self.engine = engine
+        self.plan = plan
+        self.job = job
+        self.run_id = run_id
+        self.store = engine.store
+        self.cpu = 0.0
+        self.rss = 0
+
+    async def run(self) -> str:
+        job, engine = self.job, self.engine
+        first_start: datetime | None = None
+        result: AttemptResult | None = None
+        attempts = 0
+        while not engine.stop.is_set():
+            async with engine.slots:
+                if engine.stop.is_set():
+                    break
+                attempts += 1
+                result = await self._attempt(attempts)
+            first_start = first_start or result.started_at
+            if result.status in ("success", "canceled") or attempts > job.retries:
+                break
+            if engine.stop.is_set():
+                break
+            wait = job.retry_wait(attempts)
+            self.store.update_run(self.run_id, status="retrying")
+            engine.observer.status(
+                job.name,
+                self.run_id,
+                "retrying",
+                f"attempt {attempts} {result.status}; retry in {wait:g}s",
+            )
+            await self._hook("on_retry", attempts, result)
+            await _sleep_unless(engine.stop, wait)
+        status = self._final_status(result)
+        note = _failure_note(result, job) if status != "success" else None
+        self.store.update_run(
+            self.run_id,
+            status=status,
+            finished_at=engine.clock.now(),
+            exit_code=result.exit_code if result else None,
+            attempts=attempts,
+            note=note,
+            started_at=first_start,
+            cpu_seconds=self.cpu if result else None,
+            max_rss_kb=self.rss if result else None,
+        )
+        engine.observer.status(job.name, self.run_id, status, note or "")
+        if result is not None:
+            hook = "on_success" if status == "success" else "on_failure"
+            await self._hook(hook, attempts, result, status)
+        return status
+
+    def _final_status(self, result: AttemptResult | None) -> str:
+        if result is None:
+            return "canceled"
+        if result.status == "failed" and self.engine.stop.is_set():
+            return "canceled"
+        return result.status
+
+    async def _attempt(self, attempt: int) -> AttemptResult:
+        engine, job = self.engine, self.job
+        now = engine.clock.now()
+        self.store.start_attempt(self.run_id, attempt, now)
+        fields: dict[str, Any] = {"status": "running", "attempts": attempt}
+        if attempt == 1:
+            fields["started_at"] = now
+        self.store.update_run(self.run_id, **fields)
+        engine.observer.status(job.name, self.run_id, "running", f"attempt {attempt}")
+        command = Command(
+            argv=job.argv(),
+            env=engine.environment(job, self.plan, self.run_id, attempt),
+            cwd=job.workdir,
+            timeout=job.timeout,
+            kill_grace=job.kill_grace,
+            max_log_bytes=job.max_log_bytes,
+        )
+        with _OutputWriter(engine, job.name, self.run_id, attempt) as sink:
+            result = await engine._run(command, sink.add, engine.stop, engine.clock)
+        self.store.finish_attempt(
+            self.run_id,
+            attempt,
+            finished_at=result.finished_at,
+            status=result.status,
+            exit_code=result.exit_code,
+            cpu_seconds=result.cpu_seconds,
+            max_rss_kb=result.max_rss_kb,
+        )
+        self.cpu += result.cpu_seconds or 0.0
+        self.rss = max(self.rss, result.max_rss_kb or 0)
+        return result
+
+    async def _hook(
+        self, hook: str, attempt: int, result: AttemptResult, status: str | None = None
+    ) -> None:
+        """Run a hook; its output is stored, and it can never change the run (SPEC §5)."""
+        text = getattr(self.job, hook)
+        if not text:
+            return
+        engine = self.engine
+        env = engine.environment(self.job, self.plan, self.run_id, attempt)
+        env.update(
+            CRONFLOW_STATUS=status or result.status,
+            CRONFLOW_EXIT_CODE="" if result.exit_code is None else str(result.exit_code),
+            CRONFLOW_DURATION=f"{(result.finished_at - result.started_at).total_seconds():.3f}",
+            CRONFLOW_LOG_TAIL=result.tail.decode("utf-8", "replace"),
+        )
+        hook_id = self.store.start_hook(self.run_id, attempt, hook, engine.clock.now())
+        command = Command(
+            argv=[self.job.shell, "-c", text],
+            env=env,
+            cwd=self.job.workdir,
+            timeout=HOOK_TIMEOUT,
+            kill_grace=HOOK_KILL_GRACE,
+            max_log_bytes=self.job.max_log_bytes,
+        )
+        with _OutputWriter(
+            engine, f"{self.job.name}:{hook}", self.run_id, attempt, hook_id
+        ) as sink:
+            # A hook is not stopped by a shutdown: it is short, bounded, and often the alert.
+            outcome = await engine._run(command, sink.add, None, engine.clock)
+        self.store.finish_hook(hook_id, outcome.finished_at, outcome.exit_code)
+        if outcome.status != "success":
+            engine.observer.status(
+                self.job.name, self.run_id, "hook_failed", f"{hook} {_failure_note(outcome)}"
+            )
+
+
+class _OutputWriter:
+    """Batches output lines into the store: at most every FLUSH_SECONDS, and at the end."""
+
+    def __init__(
+        self, engine: Engine, label: str, run_id: int, attempt: int, hook_id: int | None = None
+    ) -> None:
+        self.engine = engine
+        self.label = label
+        self.run_id = run_id
+        self.attempt = attempt
+        self.hook_id = hook_id
+        self.rows: list[tuple[Any, ...]] = []
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, stream: str, at: datetime, data: bytes) -> None:
+        self.rows.append((self.run_id, self.attempt, stream, at, data, self.hook_id))
+        self.engine.observer.output(self.label, stream, data)
+        if len(self.rows) >= FLUSH_ROWS:
+            self.flush()
+        elif self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        rows, self.rows = self.rows, []
+        self.engine.store.add_outputs(rows)
+
+    def __enter__(self) -> _OutputWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.flush()
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep `seconds`; True if `stop` was set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    return stop.is_set()
+
+
+def _why_not(decision: str, after: Sequence[str]) -> str:
+    if decision == "upstream_failed":
+        return f"an upstream failed ({', '.join(after)})"
+    return "run_if cannot hold"
+
+
+def _failure_note(result: AttemptResult | None, job: Job | None = None) -> str | None:
+    """Why an attempt failed, in the user's words: exit code, signal, timeout."""
+    if result is None or result.status == "success":
+        return None
+    if result.error:
+        return result.error
+    if result.status == "timeout":
+        limit = f" after {job.timeout:g}s" if job and job.timeout else ""
+        return f"timed out{limit} (exit {result.exit_code})"
+    if result.status == "canceled":
+        return "canceled"
+    code = result.exit_code
+    if code is not None and code > 128:
+        import signal
+
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(code - 128).name} (exit {code})"
+    return f"exit code {code}"

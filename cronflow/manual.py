@@ -1,0 +1,113 @@
+"""`cronflow run`: one flow run now, or a backfill over a range, on the shared engine."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from cronflow.engine import Engine, FlowRun, Observer
+from cronflow.errors import CronflowError
+from cronflow.flows import FAILED
+
+if TYPE_CHECKING:
+    from cronflow.config import Config
+    from cronflow.store import RunRecord, Store
+
+MAX_BACKFILL = 100_000
+
+
+@dataclass(frozen=True)
+class Outcome:
+    runs: list[RunRecord]
+    interrupted: bool
+
+    @property
+    def failed(self) -> bool:
+        return any(run.status in FAILED for run in self.runs)
+
+    @property
+    def exit_code(self) -> int:
+        return 130 if self.interrupted else 1 if self.failed else 0
+
+
+def plan(config: Config, job: str, only: bool, logical_time: datetime, trigger: str) -> FlowRun:
+    """JOB and everything downstream of it (or JOB alone) at one logical time."""
+    config.job(job)
+    jobs = (job,) if only else config.downstream(job)
+    return FlowRun(config, config.flow_of(job).name, jobs, logical_time, trigger)
+
+
+def backfill_times(config: Config, job: str, start: datetime, end: datetime) -> list[datetime]:
+    """Fire times T of JOB's flow with start <= T <= end, oldest first."""
+    flow = config.flow_of(config.job(job).name)
+    if flow.schedule is None or flow.schedule.kind in ("reboot",):
+        raise CronflowError(f"{job}'s flow has no time schedule to backfill", 2)
+    if end < start:
+        raise CronflowError("--to is before --from", 2)
+    times = flow.schedule.fires_between(start, end, flow.timezone, limit=MAX_BACKFILL + 1)
+    if len(times) > MAX_BACKFILL:
+        raise CronflowError(f"the range holds more than {MAX_BACKFILL} fire times; narrow it", 2)
+    return times
+
+
+def already_done(store: Store, plan: FlowRun, times: list[datetime]) -> set[datetime]:
+    """Logical times at which every job of the plan has succeeded before."""
+    if not times:
+        return set()
+    done: set[datetime] | None = None
+    for job in plan.jobs:
+        ok = store.succeeded_logical_times(job, times[0], times[-1])
+        done = ok if done is None else done & ok
+    return done or set()
+
+
+def run_plans(
+    store: Store,
+    plans: list[FlowRun],
+    *,
+    max_parallel: int,
+    flows_at_once: int = 1,
+    observer: Observer | None = None,
+    on_flow_done: Callable[[list[RunRecord]], None] | None = None,
+) -> Outcome:
+    """Run flow runs (at most `flows_at_once` together) in the foreground; Ctrl-C cancels."""
+    return asyncio.run(
+        _run_plans(store, plans, max_parallel, flows_at_once, observer, on_flow_done)
+    )
+
+
+async def _run_plans(
+    store: Store,
+    plans: list[FlowRun],
+    max_parallel: int,
+    flows_at_once: int,
+    observer: Observer | None,
+    on_flow_done: Callable[[list[RunRecord]], None] | None,
+) -> Outcome:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    engine = Engine(store, max_parallel=max_parallel, observer=observer, stop=stop)
+    gate = asyncio.Semaphore(flows_at_once)
+    results: list[RunRecord] = []
+
+    async def one(flow_run: FlowRun) -> None:
+        async with gate:
+            if stop.is_set():
+                return
+            runs = await engine.execute(flow_run)
+        results.extend(runs)
+        if on_flow_done:
+            on_flow_done(runs)
+
+    try:
+        await asyncio.gather(*(one(p) for p in plans))
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    return Outcome(sorted(results, key=lambda r: r.run_id), stop.is_set())

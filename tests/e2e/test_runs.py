@@ -1,0 +1,204 @@
+"""`run`, backfill, `history` and `logs` through the real `cronflow` command."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+from tests.conftest import CRONFLOW, alive, cronflow, wait_until
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "jobs.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def history(config: str, *args: str) -> list[dict]:
+    result = cronflow("history", "--json", "-c", config, *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_run_flow_with_live_output_summary_and_history(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        """
+[jobs.hello]
+command = "echo hello; echo oops >&2"
+[jobs.world]
+after = ["hello"]
+command = ["echo", "world"]
+""",
+    )
+    result = cronflow("run", "hello", "-c", config)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[:2] == ["hello | hello", "world | world"]
+    assert "hello | oops" in result.stderr
+    assert "RUN  JOB" in result.stdout
+    runs = history(config)
+    assert [(r["job"], r["status"], r["trigger"]) for r in runs] == [
+        ("world", "success", "manual"),
+        ("hello", "success", "manual"),
+    ]
+    assert set(runs[0]) >= {
+        "run_id",
+        "job",
+        "flow_run_id",
+        "logical_time",
+        "trigger",
+        "status",
+        "attempts",
+        "started_at",
+        "finished_at",
+        "duration",
+        "exit_code",
+        "note",
+    }
+    logs = cronflow("logs", "hello", "-c", config)
+    assert logs.stdout.splitlines()[1:3] == ["hello", "oops"]
+    only_err = cronflow("logs", "hello", "--stream", "err")
+    assert only_err.stdout.splitlines()[1] == "oops"
+
+
+def test_run_only_and_at_and_exit_code(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        """
+[jobs.a]
+command = 'echo "$CRONFLOW_LOGICAL_TIME"; exit 4'
+timezone = "Europe/Berlin"
+[jobs.b]
+after = ["a"]
+command = "true"
+""",
+    )
+    result = cronflow("run", "a", "--only", "--at", "2026-03-29T02:30", "-c", config)
+    assert result.returncode == 1
+    # 02:30 does not exist that night in Berlin; Python resolves it forward.
+    assert result.stdout.splitlines()[0].startswith("2026-03-29T0")
+    assert [r["job"] for r in history(config)] == ["a"]
+    assert history(config)[0]["exit_code"] == 4
+    assert history(config, "--status", "failed")[0]["job"] == "a"
+    assert history(config, "--status", "success") == []
+
+
+def test_errors_are_one_line(tmp_path: Path) -> None:
+    config = write(tmp_path, '[jobs.a]\ncommand = "true"\n')
+    assert cronflow("run", "ghost", "-c", config).stderr == (
+        f"error: no job named 'ghost' in {config}\n"
+    )
+    assert cronflow("logs", "a", "-c", config).returncode == 1
+    bad = cronflow("history", "--status", "good", "-c", config)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --status: unknown status")
+    bad = cronflow("history", "--since", "last week", "-c", config)
+    assert bad.returncode == 2 and "--since" in bad.stderr
+    bad = cronflow("run", "a", "--from", "2026-01-01", "-c", config)
+    assert bad.returncode == 2 and "both --from and --to" in bad.stderr
+
+
+def test_backfill_skips_done_times_and_reruns(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        """
+[jobs.daily]
+schedule = "0 6 * * *"
+timezone = "UTC"
+command = 'echo "$CRONFLOW_LOGICAL_DATE"'
+[jobs.after]
+after = ["daily"]
+command = "true"
+""",
+    )
+    dry = cronflow(
+        "run",
+        "daily",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-01-03T23:00",
+        "--dry-run",
+        "-c",
+        config,
+    )
+    assert dry.stdout.splitlines() == [
+        "2026-01-01T06:00:00+00:00",
+        "2026-01-02T06:00:00+00:00",
+        "2026-01-03T06:00:00+00:00",
+    ]
+    first = cronflow(
+        "run", "daily", "--from", "2026-01-01", "--to", "2026-01-02T06:00", "-c", config
+    )
+    assert first.returncode == 0, first.stderr
+    runs = history(config)
+    assert [(r["job"], r["logical_time"], r["trigger"]) for r in reversed(runs)] == [
+        ("daily", "2026-01-01T06:00:00+00:00", "backfill"),
+        ("after", "2026-01-01T06:00:00+00:00", "backfill"),
+        ("daily", "2026-01-02T06:00:00+00:00", "backfill"),
+        ("after", "2026-01-02T06:00:00+00:00", "backfill"),
+    ]
+    second = cronflow(
+        "run",
+        "daily",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-01-03T06:00",
+        "--parallel",
+        "2",
+        "-c",
+        config,
+    )
+    assert "skipping 2 logical times" in second.stderr
+    assert len(history(config)) == 6
+    cronflow("run", "daily", "--from", "2026-01-01", "--to", "2026-01-01", "--rerun", "-c", config)
+    assert len(history(config)) == 6  # midnight holds no 06:00 fire
+    cronflow(
+        "run",
+        "daily",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-01-01T07:00",
+        "--rerun",
+        "--only",
+        "-c",
+        config,
+    )
+    assert len(history(config)) == 7
+
+
+def test_logs_follow_a_live_run_and_ctrl_c(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    config = write(
+        tmp_path,
+        f"""
+[jobs.slow]
+command = 'echo first; echo $$ > {pidfile}; sleep 300'
+""",
+    )
+    runner = subprocess.Popen(
+        [*CRONFLOW, "run", "slow", "-c", config],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_until(pidfile.exists, what="the job to start")
+    follower = subprocess.Popen(
+        [*CRONFLOW, "logs", "slow", "-f", "-c", config], stdout=subprocess.PIPE, text=True
+    )
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(follower.stdout), daemon=True)
+    reader.start()
+    wait_until(lambda: "first\n" in seen, what="the follower to show the first line")
+    runner.send_signal(signal.SIGINT)
+    runner.communicate(timeout=20)
+    assert runner.returncode == 130
+    assert follower.wait(timeout=20) == 1  # the run ended canceled
+    reader.join(timeout=5)
+    follower.stdout.close()
+    assert not alive(int(pidfile.read_text()))
+    assert history(config)[0]["status"] == "canceled"

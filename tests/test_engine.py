@@ -1,0 +1,262 @@
+"""The engine with real processes and a real SQLite file: statuses, retries, hooks, order."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cronflow.config import parse_config
+from cronflow.engine import Engine, FlowRun
+from cronflow.store import Store
+from tests.conftest import alive, wait_until
+
+LOGICAL = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.lines: list[tuple[str, str, bytes]] = []
+
+    def output(self, job: str, stream: str, data: bytes) -> None:
+        self.lines.append((job, stream, data))
+
+    def status(self, job: str, run_id: int, status: str, detail: str) -> None:
+        self.events.append((job, status))
+
+
+def run_flow(
+    tmp_path: Path,
+    toml: str,
+    jobs: tuple[str, ...] | None = None,
+    max_parallel: int = 8,
+    stop_after: float | None = None,
+):
+    config = parse_config(toml, str(tmp_path / "jobs.toml"))
+    store = Store(tmp_path / "state" / "cronflow.db")
+    recorder = Recorder()
+
+    async def main():
+        engine = Engine(store, max_parallel=max_parallel, observer=recorder)
+        if stop_after is not None:
+            asyncio.get_running_loop().call_later(stop_after, engine.stop.set)
+        plan = FlowRun(config, "f", jobs or tuple(config.jobs), LOGICAL, "manual")
+        return await engine.execute(plan)
+
+    runs = asyncio.run(main())
+    return {r.job: r for r in runs}, recorder, store
+
+
+def test_success_env_and_workdir(tmp_path: Path) -> None:
+    runs, rec, store = run_flow(
+        tmp_path,
+        """
+[jobs.a]
+command = '''
+echo "$CRONFLOW_JOB $CRONFLOW_ATTEMPT $CRONFLOW_TRIGGER"
+echo "$CRONFLOW_LOGICAL_TIME $CRONFLOW_LOGICAL_DATE $GREETING"
+pwd'''
+timezone = "Europe/Berlin"
+env = { GREETING = "hi" }
+""",
+    )
+    run = runs["a"]
+    assert (run.status, run.attempts, run.exit_code) == ("success", 1, 0)
+    lines = [c.data for c in store.output(run.run_id)]
+    assert lines == [
+        b"a 1 manual\n",
+        b"2026-03-29T03:30:00+02:00 2026-03-29 hi\n",
+        f"{tmp_path}\n".encode(),
+    ]
+    assert rec.events == [("a", "running"), ("a", "success")]
+    assert run.cpu_seconds is not None and run.max_rss_kb
+
+
+def test_retries_then_failure_with_hooks_in_order(tmp_path: Path) -> None:
+    runs, rec, store = run_flow(
+        tmp_path,
+        """
+[jobs.a]
+command = 'echo attempt $CRONFLOW_ATTEMPT $CRONFLOW_TRIGGER; exit 3'
+retries = 2
+retry_delay = "0s"
+on_retry = 'echo "retry after $CRONFLOW_ATTEMPT: $CRONFLOW_STATUS $CRONFLOW_EXIT_CODE"'
+on_failure = 'echo "failed $CRONFLOW_STATUS $CRONFLOW_EXIT_CODE [$CRONFLOW_LOG_TAIL]"; exit 9'
+on_success = 'echo never'
+""",
+    )
+    run = runs["a"]
+    assert (run.status, run.attempts, run.exit_code, run.note) == ("failed", 3, 3, "exit code 3")
+    assert rec.events == [("a", "running"), ("a", "retrying")] * 2 + [
+        ("a", "running"),
+        ("a", "failed"),
+        ("a", "hook_failed"),
+    ]
+    assert [(a.number, a.status, a.exit_code) for a in store.attempts(run.run_id)] == [
+        (1, "failed", 3),
+        (2, "failed", 3),
+        (3, "failed", 3),
+    ]
+    hooks = store.hooks(run.run_id)
+    assert [(h.attempt, h.hook, h.exit_code) for h in hooks] == [
+        (1, "on_retry", 0),
+        (2, "on_retry", 0),
+        (3, "on_failure", 9),
+    ]
+    texts = [(c.attempt, c.hook_id is not None, c.data) for c in store.output(run.run_id)]
+    assert texts == [
+        (1, False, b"attempt 1 manual\n"),
+        (1, True, b"retry after 1: failed 3\n"),
+        (2, False, b"attempt 2 retry\n"),
+        (2, True, b"retry after 2: failed 3\n"),
+        (3, False, b"attempt 3 retry\n"),
+        (3, True, b"failed failed 3 [attempt 3 retry\n"),
+        (3, True, b"]\n"),
+    ]
+
+
+def test_hook_text_is_never_interpolated(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    runs, _, store = run_flow(
+        tmp_path,
+        f"""
+[jobs.a]
+command = 'echo "$(touch {marker})"; exit 1'
+on_failure = 'printf "%s\\n" "$CRONFLOW_LOG_TAIL"'
+""",
+    )
+    # The job itself ran the substitution; the hook only printed the text it was given.
+    assert marker.exists()
+    marker.unlink()
+    runs, _, store = run_flow(
+        tmp_path,
+        f"""
+[jobs.b]
+command = ['printf', '$(touch {marker})']
+on_failure = 'echo "$CRONFLOW_LOG_TAIL"'
+on_success = 'echo "$CRONFLOW_LOG_TAIL"'
+""",
+    )
+    hook_lines = [c.data for c in store.output(runs["b"].run_id) if c.hook_id]
+    assert hook_lines == [f"$(touch {marker})\n".encode()]
+    assert not marker.exists()
+
+
+def test_retry_waits_grow(tmp_path: Path) -> None:
+    runs, _, store = run_flow(
+        tmp_path,
+        """
+[jobs.a]
+command = 'exit 1'
+retries = 2
+retry_delay = "1s"
+retry_backoff = 1.0
+""",
+    )
+    attempts = store.attempts(runs["a"].run_id)
+    gaps = [
+        (b.started_at - a.finished_at).total_seconds()
+        for a, b in zip(attempts, attempts[1:], strict=False)
+    ]
+    assert all(0.9 <= gap < 5 for gap in gaps), gaps
+
+
+def test_flow_order_and_run_if(tmp_path: Path) -> None:
+    runs, rec, _ = run_flow(
+        tmp_path,
+        """
+[jobs.extract]
+command = "exit 1"
+[jobs.transform]
+after = ["extract"]
+command = "echo never"
+[jobs.alert]
+after = ["extract"]
+run_if = "failure"
+command = "echo alert"
+[jobs.cleanup]
+after = ["transform", "alert"]
+run_if = "always"
+command = "true"
+[jobs.ok]
+command = "true"
+[jobs.only-on-failure]
+after = ["ok"]
+run_if = "failure"
+command = "true"
+[jobs.after-skipped]
+after = ["only-on-failure"]
+command = "true"
+""",
+    )
+    statuses = {name: run.status for name, run in runs.items()}
+    assert statuses == {
+        "extract": "failed",
+        "transform": "upstream_failed",
+        "alert": "success",
+        "cleanup": "success",
+        "ok": "success",
+        "only-on-failure": "skipped",
+        "after-skipped": "skipped",
+    }
+    order = [job for job, status in rec.events if status == "running"]
+    assert order.index("cleanup") > order.index("alert")
+
+
+def test_upstreams_outside_the_run_count_as_satisfied(tmp_path: Path) -> None:
+    runs, _, _ = run_flow(
+        tmp_path,
+        """
+[jobs.a]
+command = "exit 1"
+[jobs.b]
+after = ["a"]
+command = "true"
+""",
+        jobs=("b",),
+    )
+    assert list(runs) == ["b"] and runs["b"].status == "success"
+
+
+def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild.pid"
+    runs, _, _ = run_flow(
+        tmp_path,
+        f"""
+[jobs.a]
+command = 'sleep 300 & echo $! > {pidfile}; wait'
+timeout = "1s"
+kill_grace = "1s"
+""",
+    )
+    run = runs["a"]
+    assert (run.status, run.exit_code) == ("timeout", 143)
+    assert run.note == "timed out after 1s (exit 143)"
+    pid = int(pidfile.read_text())
+    wait_until(lambda: not alive(pid), timeout=5, what="the grandchild to die")
+
+
+def test_stop_cancels_running_and_waiting_jobs(tmp_path: Path) -> None:
+    runs, _, _ = run_flow(
+        tmp_path,
+        """
+[jobs.a]
+command = "sleep 30"
+[jobs.b]
+after = ["a"]
+command = "true"
+""",
+        stop_after=0.5,
+    )
+    assert (runs["a"].status, runs["b"].status) == ("canceled", "canceled")
+
+
+def test_max_parallel_queues_jobs(tmp_path: Path) -> None:
+    toml = "".join(f'[jobs.j{i}]\ncommand = "sleep 0.3"\n' for i in range(3))
+    runs, _, store = run_flow(tmp_path, toml, max_parallel=1)
+    spans = sorted(
+        (store.attempts(r.run_id)[0].started_at, store.attempts(r.run_id)[0].finished_at)
+        for r in runs.values()
+    )
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
