@@ -213,7 +213,7 @@ def _backfill(
                 "(--rerun to run them again)"
             )
         plans = [manual.plan(cfg, job, only, moment, "backfill") for moment in todo]
-        progress = render.BackfillProgress(len(plans))
+        progress = render.BackfillProgress(len(plans), cfg.flow_of(job).timezone)
         try:
             outcome = manual.run_plans(
                 store,
