@@ -1,0 +1,506 @@
+"""`cronflow daemon`: decides *when* flows run; the engine decides *what* happens in a run.
+
+One asyncio loop. The daemon sleeps until the next fire or a short check interval (to notice
+a changed job file, a paused flow, or a suspend: the monotonic clock stops while the machine
+sleeps, so only a wake-up that compares wall time can see it), a finished flow run or a signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cronflow import timing
+from cronflow.clock import Clock
+from cronflow.config import Config, Flow, load_config
+from cronflow.engine import Engine, FlowRun
+from cronflow.errors import ConfigError, CronflowError
+from cronflow.systemd import Notifier
+
+if TYPE_CHECKING:
+    from cronflow.store import Store
+
+log = logging.getLogger("cronflow")
+
+CHECK_SECONDS = 1.0  # longest sleep: job-file stat, pause state, wall-clock jumps
+PRUNE_EVERY = timedelta(hours=1)
+STATE_ACCOUNTED = "accounted:"  # + flow name: instant up to which fires are accounted for
+STATE_REBOOT = "reboot:"  # + flow name: boot id at which @reboot last fired
+
+
+@dataclass
+class FlowState:
+    """What the daemon tracks per flow between wake-ups."""
+
+    accounted: datetime  # fires up to here are handled (persisted when something happened)
+    next_fire: datetime | None = None
+    active: int = 0
+    pending: deque[tuple[datetime, str]] = field(default_factory=deque)
+
+
+class Lock:
+    """One daemon per state directory: an flock held for the daemon's life."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.read(fd, 32).decode().strip() or "?"
+            os.close(fd)
+            raise CronflowError(
+                f"another cronflow daemon is running (pid {pid}) for {self.path.parent}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def running_daemon_pid(lock_path: Path) -> int | None:
+    """The pid of the daemon holding `lock_path`, or None if no daemon holds it."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.read(fd, 32).decode().strip()
+        return int(text) if text.isdigit() else -1
+    finally:
+        os.close(fd)
+    return None
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+class Daemon:
+    def __init__(
+        self,
+        config_path: Path,
+        store: Store,
+        clock: Clock | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.store = store
+        self.clock = clock or Clock()
+        self.notifier = notifier or Notifier.from_env()
+        self.config: Config | None = None
+        self.config_error: str | None = None
+        self.file_stamp: tuple[int, int, int] | None = None
+        self.flows: dict[str, FlowState] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.reload_asked = False
+        self.last_prune: datetime | None = None
+        self.engine: Engine | None = None
+        self.started = self.clock.now()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._ask_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._ask_reload)
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+        }
+        self.engine = Engine(
+            self.store, max_parallel=32, clock=self.clock, observer=_LogObserver(), base_env=env
+        )
+        self._reload(first=True)
+        self._record_start()
+        self._recover()
+        self._fire_reboot()
+        self.notifier.ready(self._summary())
+        watchdog = self.notifier.watchdog_interval()
+        next_ping = self.clock.monotonic()
+        while not self.stopping.is_set():
+            if self.reload_asked or self._file_changed():
+                self.reload_asked = False
+                self._reload()
+            self._tick()
+            if watchdog and self.clock.monotonic() >= next_ping:
+                self.notifier.watchdog()
+                next_ping = self.clock.monotonic() + watchdog
+            await self._sleep(self._seconds_to_next_event(watchdog))
+        await self._shutdown()
+
+    def _ask_stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+    def _ask_reload(self) -> None:
+        self.reload_asked = True
+        self.wake.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        self.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), timeout=max(0.0, seconds))
+
+    async def _shutdown(self) -> None:
+        self.notifier.stopping()
+        timeout = self.config.daemon.stop_timeout if self.config else 60.0
+        if self.tasks:
+            log.info(
+                "stopping: waiting up to %gs for %d running flow runs", timeout, len(self.tasks)
+            )
+            _, pending = await asyncio.wait(self.tasks, timeout=timeout)
+            if pending:
+                log.info("stop timeout reached: canceling %d flow runs", len(pending))
+                assert self.engine is not None
+                self.engine.stop.set()
+                await asyncio.wait(pending)
+        for name, state in self.flows.items():
+            self._persist(name, state.accounted)
+        self.store.delete_state("daemon:pid")
+        log.info("stopped")
+
+    # --- configuration ---------------------------------------------------------------------
+
+    def _file_changed(self) -> bool:
+        return self._stamp() != self.file_stamp
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.config_path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _reload(self, first: bool = False) -> None:
+        self.file_stamp = self._stamp()
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            self._config_problem(f"{len(exc.problems)} problems; first: {exc.problems[0]}")
+            return
+        except CronflowError as exc:
+            if self.file_stamp is None:
+                if first or self.config is not None:
+                    log.info("no job file at %s yet: waiting for it", self.config_path)
+                self.config = None
+                self.config_error = None
+                return
+            self._config_problem(exc.message)
+            return
+        self.config_error = None
+        self.store.delete_state("daemon:config_error")
+        assert self.engine is not None
+        if self.config is None or config.daemon.max_parallel != self.config.daemon.max_parallel:
+            # Jobs holding a slot of the old limit release it there; new ones use the new one.
+            self.engine.slots = asyncio.Semaphore(config.daemon.max_parallel)
+        now = self.clock.now()
+        for flow in config.flows:
+            state = self.flows.get(flow.name)
+            if state is None:
+                accounted = self._stored_accounted(flow)
+                if accounted is None:  # a flow never seen before has no missed fires
+                    accounted = now
+                    self._persist(flow.name, now)
+                state = self.flows[flow.name] = FlowState(accounted)
+            state.next_fire = _utc(flow.next_fire(state.accounted)) if flow.schedule else None
+        verb = "loaded" if first else "reloaded"
+        log.info(
+            "%s %s: %d jobs in %d flows",
+            verb,
+            self.config_path,
+            len(config.jobs),
+            len(config.flows),
+        )
+        self.config = config
+        self.notifier.status(self._summary())
+
+    def _config_problem(self, message: str) -> None:
+        keeping = "keeping the last good configuration" if self.config else "running nothing"
+        log.error("job file invalid (%s): %s", keeping, message)
+        self.config_error = message
+        self.store.set_state("daemon:config_error", message)
+
+    def _record_start(self) -> None:
+        self.store.set_state("daemon:pid", str(os.getpid()))
+        self.store.set_state("daemon:since", self.started.isoformat())
+        self.store.set_state("daemon:config", str(self.config_path))
+
+    # --- scheduling ------------------------------------------------------------------------
+
+    def _stored_accounted(self, flow: Flow) -> datetime | None:
+        text = self.store.get_state(STATE_ACCOUNTED + flow.name)
+        return datetime.fromisoformat(text) if text else None
+
+    def _persist(self, flow_name: str, moment: datetime) -> None:
+        self.store.set_state(STATE_ACCOUNTED + flow_name, moment.isoformat())
+
+    def _tick(self) -> None:
+        """Account for every fire up to now: run, catch up, or record as missed."""
+        if self.config is None:
+            return
+        now = self.clock.now()
+        paused: set[str] | None = None
+        for flow in self.config.flows:
+            state = self.flows[flow.name]
+            if state.next_fire is None or state.next_fire > now or flow.schedule is None:
+                continue  # nothing due (also after a backwards clock jump)
+            if flow.schedule.kind == "reboot":
+                continue
+            paused = self.store.paused_flows() if paused is None else paused
+            if flow.name not in paused and self._enabled(flow):
+                decision = timing.due(
+                    flow.schedule, flow.timezone, state.accounted, now, self._root(flow).catchup
+                )
+                self._apply(flow, decision)
+            state.accounted = now
+            state.next_fire = _utc(flow.next_fire(now))
+            self._persist(flow.name, now)
+        self._prune(now)
+
+    def _apply(self, flow: Flow, decision: timing.Due) -> None:
+        if decision.missed:
+            self._record_missed(flow, decision.missed)
+        if decision.catchup:
+            log.info("%s: catching up %d missed fires", flow.name, len(decision.catchup))
+            state = self.flows[flow.name]
+            state.pending.extend((t, "catchup") for t in decision.catchup)
+            self._start_pending(flow.name)
+        for fire in decision.on_time:
+            self._fire(flow, fire, "schedule")
+
+    def _root(self, flow: Flow):  # noqa: ANN202 - a Job
+        assert self.config is not None
+        scheduled = [self.config.jobs[r] for r in flow.roots if self.config.jobs[r].schedule]
+        return scheduled[0] if scheduled else self.config.jobs[flow.roots[0]]
+
+    def _enabled(self, flow: Flow) -> bool:
+        assert self.config is not None
+        return any(self.config.jobs[r].enabled for r in flow.roots if self.config.jobs[r].schedule)
+
+    def _fire(self, flow: Flow, logical_time: datetime, trigger: str) -> None:
+        """A fire is due: start it, queue it or skip it, as the flow's `overlap` says."""
+        state = self.flows[flow.name]
+        overlap = self._root(flow).overlap
+        if not state.active or overlap == "allow":
+            self._start(flow, logical_time, trigger)
+        elif overlap == "queue" and not state.pending:
+            state.pending.append((logical_time, trigger))
+        else:  # skip, or a queue that already holds its one waiting run
+            self._record_skipped(flow, logical_time, trigger)
+
+    def _start_pending(self, flow_name: str) -> None:
+        state = self.flows.get(flow_name)
+        if not state or state.active or not state.pending or self.stopping.is_set():
+            return
+        flow = self._flow(flow_name)
+        if flow is None:
+            state.pending.clear()
+            return
+        logical_time, trigger = state.pending.popleft()
+        self._start(flow, logical_time, trigger)
+
+    def _flow(self, name: str) -> Flow | None:
+        if self.config is None:
+            return None
+        return next((f for f in self.config.flows if f.name == name), None)
+
+    def _start(
+        self, flow: Flow, logical_time: datetime, trigger: str, jobs: tuple[str, ...] | None = None
+    ) -> None:
+        assert self.config is not None and self.engine is not None
+        jobs = jobs or tuple(j for j in flow.jobs if self.config.jobs[j].enabled)
+        plan = FlowRun(self.config, flow.name, jobs, logical_time, trigger)
+        state = self.flows[flow.name]
+        state.active += 1
+        delay = timing.jitter_delay(self._root(flow).jitter) if trigger == "schedule" else 0.0
+        log.info(
+            "fire %s at %s (%s)%s",
+            flow.name,
+            logical_time.astimezone(flow.timezone).isoformat(),
+            trigger,
+            f" after {delay:.1f}s jitter" if delay else "",
+        )
+        task = asyncio.create_task(self._execute(plan, delay))
+        self.tasks.add(task)
+
+        def finished(t: asyncio.Task[None]) -> None:
+            self.tasks.discard(t)
+            state.active -= 1
+            self._start_pending(flow.name)
+            self.wake.set()
+
+        task.add_done_callback(finished)
+
+    async def _execute(self, plan: FlowRun, delay: float) -> None:
+        assert self.engine is not None
+        flow_run_id, run_ids = self.engine.create(plan)
+        if delay:
+            await _sleep_unless(self.stopping, delay)
+        try:
+            runs = await self.engine.execute_created(plan, flow_run_id, run_ids)
+        except CronflowError as exc:  # the store refused a write: disk full, locked…
+            log.error("flow %s: %s", plan.flow, exc.message)
+            return
+        failed = [r.job for r in runs if r.status not in ("success", "skipped")]
+        log.info(
+            "finished %s: %s", plan.flow, f"failed: {', '.join(failed)}" if failed else "success"
+        )
+
+    def _record_missed(self, flow: Flow, missed: timing.Missed) -> None:
+        log.warning("%s: %s", flow.name, missed.note())
+        flow_run = self.store.new_flow_run(flow.name, missed.last, "catchup")
+        for root in flow.roots:
+            run_id = self.store.new_run(
+                flow_run, root, missed.last, "catchup", status="missed", note=missed.note()
+            )
+            self.store.update_run(run_id, finished_at=self.clock.now())
+
+    def _record_skipped(self, flow: Flow, logical_time: datetime, trigger: str) -> None:
+        note = "the previous run of this flow was still going (overlap)"
+        log.info("%s: skipped the fire at %s: %s", flow.name, logical_time.isoformat(), note)
+        flow_run = self.store.new_flow_run(flow.name, logical_time, trigger)
+        for root in flow.roots:
+            run_id = self.store.new_run(
+                flow_run, root, logical_time, trigger, status="skipped", note=note
+            )
+            self.store.update_run(run_id, finished_at=self.clock.now())
+
+    def _seconds_to_next_event(self, watchdog: float | None) -> float:
+        wait = min(CHECK_SECONDS, watchdog or CHECK_SECONDS)
+        fires = [s.next_fire for s in self.flows.values() if s.next_fire is not None]
+        if fires and self.config is not None:
+            wait = min(wait, (min(fires) - self.clock.now()).total_seconds())
+        return wait
+
+    # --- start-up duties -------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Runs a dead daemon left unfinished become `lost`, and are retried if allowed."""
+        lost = self.store.mark_unfinished_lost(
+            self.clock.now(), "the daemon stopped while this ran"
+        )
+        for run in lost:
+            log.warning("run %d of %s was left unfinished: marked lost", run.run_id, run.job)
+            job = self.config.jobs.get(run.job) if self.config else None
+            if job and run.trigger != "manual" and run.attempts <= job.retries and run.attempts:
+                flow = self.config.flow_of(job.name)
+                self._start(flow, run.logical_time, "retry", jobs=(job.name,))
+
+    def _fire_reboot(self) -> None:
+        if self.config is None:
+            return
+        current = boot_id()
+        for flow in self.config.flows:
+            if not flow.schedule or flow.schedule.kind != "reboot" or not self._enabled(flow):
+                continue
+            key = STATE_REBOOT + flow.name
+            if self.store.get_state(key) != current:
+                self.store.set_state(key, current)
+                self._start(flow, self.clock.now(), "schedule")
+
+    def _prune(self, now: datetime) -> None:
+        keep = self.config.daemon.keep_history if self.config else None
+        if keep is None or (self.last_prune and now - self.last_prune < PRUNE_EVERY):
+            return
+        self.last_prune = now
+        removed = self.store.prune(now - timedelta(seconds=keep))
+        if removed:
+            log.info("pruned %d runs older than %s", removed, keep)
+
+    def _summary(self) -> str:
+        if self.config is None:
+            return "no job file yet"
+        running = sum(s.active for s in self.flows.values())
+        return f"{len(self.config.jobs)} jobs, {running} flow runs going"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid != os.getpid()
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """Instants in UTC: two times in one zone would compare by wall clock, ignoring fold."""
+    return moment.astimezone(UTC) if moment is not None else None
+
+
+async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout=seconds)
+
+
+class _LogObserver:
+    """The daemon's log: one line per start, finish, retry."""
+
+    def output(self, job: str, stream: str, data: bytes) -> None:
+        pass
+
+    def status(self, job: str, run_id: int, status: str, detail: str) -> None:
+        if status in ("running",) and detail == "attempt 1":
+            log.info("start %s (run %d)", job, run_id)
+            return
+        log.log(
+            logging.WARNING if status not in ("success", "running", "skipped") else logging.INFO,
+            "%s %s (run %d)%s",
+            status,
+            job,
+            run_id,
+            f": {detail}" if detail else "",
+        )
+
+
+def setup_logging() -> None:
+    """stderr; no timestamps of our own under journald, which adds them."""
+    handler = logging.StreamHandler()
+    fmt = (
+        "%(levelname)s %(message)s"
+        if os.environ.get("JOURNAL_STREAM")
+        else "%(asctime)s %(levelname)s %(message)s"
+    )
+    handler.setFormatter(logging.Formatter(fmt))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def run_daemon(config_path: Path, store: Store, lock_path: Path) -> None:
+    """Hold the lock and run until SIGTERM/SIGINT."""
+    lock = Lock(lock_path)
+    lock.acquire()
+    setup_logging()
+    try:
+        log.info("cronflow daemon started (pid %d), job file %s", os.getpid(), config_path)
+        asyncio.run(Daemon(config_path, store).run())
+    finally:
+        lock.release()

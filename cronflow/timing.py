@@ -1,0 +1,83 @@
+"""The daemon's decisions about time, kept pure so tests can cover days in milliseconds:
+which fires are due, which were missed, what catch-up runs, and jitter."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from cronflow.schedule import Schedule
+
+LATE_AFTER = timedelta(seconds=60)  # a fire noticed later than this counts as missed
+MAX_CATCHUP = 1000
+
+
+@dataclass(frozen=True)
+class Missed:
+    """Fires that will not run, recorded as one `missed` run (logical time = newest)."""
+
+    count: int
+    first: datetime
+    last: datetime
+
+    def note(self) -> str:
+        if self.count == 1:
+            return f"missed the fire at {self.last.isoformat()}"
+        return f"missed {self.count} fires from {self.first.isoformat()} to {self.last.isoformat()}"
+
+
+@dataclass(frozen=True)
+class Due:
+    """What to do for one flow at one wake-up."""
+
+    on_time: list[datetime] = field(default_factory=list)  # trigger "schedule"
+    catchup: list[datetime] = field(default_factory=list)  # trigger "catchup"
+    missed: Missed | None = None
+
+
+def due(
+    schedule: Schedule, zone: ZoneInfo, accounted: datetime, now: datetime, catchup: str
+) -> Due:
+    """Fires in (accounted, now]: those at most LATE_AFTER old run on time; older ones are
+    missed, and `catchup` (none | latest | all) decides what of them runs."""
+    if now <= accounted:
+        return Due()  # the clock went back: never fire a slot twice
+    total, first, fires = _fires_after(schedule, zone, accounted, now)
+    late = [f for f in fires if now - f > LATE_AFTER]
+    on_time = [f for f in fires if now - f <= LATE_AFTER]
+    if not late:
+        return Due(on_time=on_time)
+    late_total = total - len(on_time)
+    if catchup == "latest":
+        return Due(on_time=on_time, catchup=[late[-1]])
+    if catchup == "all":
+        kept = late[-MAX_CATCHUP:]
+        dropped = late_total - len(kept)
+        missed = Missed(dropped, first, late[-len(kept) - 1]) if dropped else None
+        return Due(on_time=on_time, catchup=kept, missed=missed)
+    return Due(on_time=on_time, missed=Missed(late_total, first, late[-1]))
+
+
+def _fires_after(
+    schedule: Schedule, zone: ZoneInfo, after: datetime, until: datetime
+) -> tuple[int, datetime | None, list[datetime]]:
+    """How many fires in (after, until], the first, and the newest ones (all, up to a cap)."""
+    fires: list[datetime] = []
+    total, first = 0, None
+    while (found := schedule.next_fire(after, zone)) is not None and found <= until:
+        fire = found.astimezone(UTC)  # in one zone, aware datetimes compare by wall clock
+        if not fires or fire > fires[-1]:
+            fires.append(fire)
+            total += 1
+            first = first or fire
+        after = found
+        if len(fires) > 4 * MAX_CATCHUP:  # weeks of `@every 1s`: keep the newest only
+            del fires[: -MAX_CATCHUP - 1]
+    return total, first, fires
+
+
+def jitter_delay(jitter: float, rng: random.Random | None = None) -> float:
+    """A random delay in [0, jitter] seconds added to a scheduled fire."""
+    return (rng or random).uniform(0, jitter) if jitter > 0 else 0.0
