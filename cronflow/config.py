@@ -457,11 +457,14 @@ _KEYS: dict[str, Any] = {
 
 _HEADER_RE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
 _PART = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
+_BARE_RE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _KEY_RE = re.compile(rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*=")
 
 
 def _dotted(text: str) -> str:
     """`jobs."my job" . env` → `jobs.my job.env`."""
+    if _BARE_RE.fullmatch(text):
+        return text
     parts = re.findall(_PART, text)
     return ".".join(p.strip("\"'") for p in parts)
 

@@ -65,6 +65,7 @@ def components(graph: Graph) -> list[tuple[str, ...]]:
         for up in ups:
             neighbours[node].add(up)
             neighbours.setdefault(up, set()).add(node)
+    position = {name: i for i, name in enumerate(graph)}
     seen: set[str] = set()
     result = []
     for start in graph:
@@ -77,7 +78,7 @@ def components(graph: Graph) -> list[tuple[str, ...]]:
                 part.add(node)
                 stack.extend(neighbours[node] - part)
         seen |= part
-        result.append(topological(graph, [n for n in graph if n in part]))
+        result.append(topological(graph, sorted(part, key=position.__getitem__)))
     return result
 
 
