@@ -464,6 +464,132 @@ def _xdg_config_home() -> Path:
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
 
 
+@app.command()
+def init(config: ConfigOption = None) -> None:
+    """Write a commented starter job file at the config path; never overwrites."""
+    from cronflow import editing
+
+    path = _Paths.config(config)
+    editing.write_new(path, editing.STARTER)
+    render.line(f"wrote {path}")
+    render.line("next: `cronflow add NAME --command CMD --schedule S`, or `cronflow edit`")
+
+
+@app.command()
+def add(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The new job's name.")],
+    command: Annotated[str, typer.Option("--command", help="What to run (by the shell).")],
+    schedule: Annotated[
+        str | None, typer.Option("--schedule", help='"0 3 * * *", "@daily", "@every 15m"...')
+    ] = None,
+    after: Annotated[
+        list[str] | None, typer.Option("--after", help="Run after this job (repeatable, or a,b).")
+    ] = None,
+    retries: Annotated[
+        int | None, typer.Option("--retries", help="Extra attempts after a failure.")
+    ] = None,
+    timeout: Annotated[
+        str | None, typer.Option("--timeout", help="Per attempt: 90s, 1h30m, or seconds.")
+    ] = None,
+    on_failure: Annotated[
+        str | None, typer.Option("--on-failure", help="Shell command run when the job fails.")
+    ] = None,
+    description: Annotated[
+        str | None, typer.Option("--description", help="Shown by `cronflow list`.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the table it would add; write nothing.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Add [jobs.NAME] to the job file (created if missing), keeping the rest as it is."""
+    from cronflow import editing
+    from cronflow.config import read_job_file
+
+    path = _Paths.config(config)
+    exists = path.exists()
+    text = read_job_file(path) if exists else ""
+    upstreams = tuple(a.strip() for value in after or () for a in value.split(",") if a.strip())
+    job = editing.NewJob(
+        name, command, schedule, upstreams, retries, timeout, on_failure, description
+    )
+    result = editing.add_job(text, job, str(path))
+    if dry_run:
+        render.line(editing.job_block(job).rstrip("\n"))
+        return
+    if exists:
+        editing.write_atomic(path, result)
+    else:
+        editing.write_new(path, result)
+    render.line(f"added job {name} to {path}")
+    _nudge_daemon()
+
+
+@app.command()
+def remove(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The job to remove.")],
+    config: ConfigOption = None,
+) -> None:
+    """Remove [jobs.NAME] (refused while other jobs name it in `after`)."""
+    from cronflow import editing
+    from cronflow.config import read_job_file
+
+    path = _Paths.config(config)
+    editing.write_atomic(path, editing.remove_job(read_job_file(path), name, str(path)))
+    render.line(f"removed job {name} from {path}")
+    _nudge_daemon()
+
+
+@app.command()
+def edit(config: ConfigOption = None) -> None:
+    """Open the job file in $VISUAL/$EDITOR (else vi); save it only when it is valid."""
+    from cronflow import editing
+
+    path = _Paths.config(config)
+    editor = editing.editor_command(os.environ)
+    outcome = editing.edit_job_file(
+        path, lambda copy: editing.run_editor(editor, copy), _ask_edit_again
+    )
+    if not outcome.saved:
+        render.line(f"no changes; {path} is unchanged")
+        return
+    render.line(f"saved {path}")
+    _nudge_daemon()
+
+
+def _ask_edit_again(problems: ConfigError) -> bool:
+    """Show why the edit is invalid and ask `Edit again? [Y/n]`; end of input means no."""
+    for problem in problems.problems:
+        print(str(problem), file=sys.stderr)
+    while True:
+        print("Edit again? [Y/n] ", end="", file=sys.stderr, flush=True)
+        answer = sys.stdin.readline()
+        if not answer:
+            print(file=sys.stderr)
+            return False
+        answer = answer.strip().lower()
+        if answer in ("", "y", "yes"):
+            return True
+        if answer in ("n", "no"):
+            return False
+
+
+def _nudge_daemon() -> None:
+    """SIGHUP a running daemon so a changed job file applies now, not at its next check."""
+    import signal
+
+    from cronflow.daemon import running_daemon_pid
+
+    pid = running_daemon_pid(_Paths.state_dir() / "cronflow.lock")
+    if pid is None or pid <= 0:
+        return
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        return
+    render.line(f"the running daemon (pid {pid}) reloads it now")
+
+
 def _parse(parser, text: str, *args, option: str):  # noqa: ANN001, ANN202
     """Run a units parser on a command-line value; a bad value is a usage error (exit 2)."""
     try:

@@ -1,0 +1,493 @@
+"""Round-trip edits of the job file: `init`, `add`, `remove` and the `edit` session.
+
+Text in, text out: every edit keeps the rest of the file byte for byte (comments, order,
+spacing), the whole result is validated with `config.parse_config` before anything is written,
+and writes are atomic (temp file in the same folder, fsync, rename). tomlkit, which we use to
+write correctly quoted TOML, is imported only by the functions that need it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+import re
+import secrets
+import shlex
+import stat
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cronflow.config import parse_config, read_job_file
+from cronflow.errors import ConfigError, CronflowError, Problem
+
+STARTER = """\
+# cronflow job file: one [jobs.NAME] table per job, the order between them with `after`.
+# `cronflow validate` checks this file, `cronflow list` shows the jobs, `cronflow edit`
+# opens it in your editor (and refuses to save a broken file), `cronflow add` appends a job.
+# Everything below is commented out: remove the leading "# " of a block to use it.
+
+# [defaults]                  # any job key but schedule/after/command/description
+# timezone = "Europe/Berlin"  # IANA zone schedules are read in (default: the system's zone)
+# retries = 1                 # extra attempts after a failed one
+# retry_delay = "30s"         # wait before the first retry; each further wait doubles
+
+# [daemon]
+# max_parallel = 4            # jobs running at once (default 32)
+# stop_timeout = "60s"        # on SIGTERM, running jobs get this long to finish
+# keep_history = "90d"        # older runs and their logs are pruned
+
+# A scheduled job. Durations: "90s", "5m", "1h30m", "2d".
+# [jobs.backup]
+# description = "Back up ~/docs every night"
+# schedule = "0 3 * * *"      # minute hour day-of-month month day-of-week; or @daily, @every 15m
+# command = "restic backup ~/docs"
+# retries = 2                 # two more attempts after a failure (after 30s, then 60s)
+# timeout = "2h"              # per attempt; then the job's processes are stopped
+# catchup = "latest"          # asleep at 03:00? run once when the machine wakes
+# on_failure = 'notify-send "cronflow: $CRONFLOW_JOB failed"'
+
+# A job that runs once `backup` has succeeded: jobs with `after` have no schedule of their own.
+# [jobs.report]
+# after = ["backup"]
+# run_if = "success"          # success (default) | failure | always
+# command = "echo backup for $CRONFLOW_LOGICAL_DATE done"
+"""
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What `cronflow add` puts into a new `[jobs.NAME]` table (unset keys stay out)."""
+
+    name: str
+    command: str
+    schedule: str | None = None
+    after: tuple[str, ...] = ()
+    retries: int | None = None
+    timeout: str | None = None
+    on_failure: str | None = None
+    description: str | None = None
+
+
+# Which command-line option each key of a new job came from, to say where a problem is.
+_OPTIONS = {
+    "command": "--command",
+    "schedule": "--schedule",
+    "after": "--after",
+    "retries": "--retries",
+    "timeout": "--timeout",
+    "on_failure": "--on-failure",
+    "description": "--description",
+}
+
+
+# -- add -------------------------------------------------------------------------------------
+
+
+def job_block(job: NewJob) -> str:
+    """The `[jobs.NAME]` table for `job`, as TOML text ending in a newline."""
+    import tomlkit
+
+    table = tomlkit.table()
+    if job.description is not None:
+        table.add("description", toml_string(job.description))
+    if job.schedule is not None:
+        table.add("schedule", toml_string(job.schedule))
+    if job.after:
+        after = tomlkit.array()
+        after.extend(toml_string(name) for name in job.after)
+        table.add("after", after)
+    table.add("command", toml_string(job.command))
+    if job.retries is not None:
+        table.add("retries", job.retries)
+    if job.timeout is not None:
+        # "90" typed on the command line means 90 seconds; in a TOML string it would not.
+        table.add("timeout", int(job.timeout) if job.timeout.isdigit() else job.timeout)
+    if job.on_failure is not None:
+        table.add("on_failure", toml_string(job.on_failure))
+    doc = tomlkit.document()
+    jobs = tomlkit.table(is_super_table=True)
+    jobs.add(job.name, table)
+    doc.add("jobs", jobs)
+    return doc.as_string().lstrip("\n")
+
+
+def toml_string(value: str) -> Any:
+    """A tomlkit string quoted the most readable way that needs no escapes: "basic", then
+    'literal' (shell commands with " or \\), then '''multi-line literal'''."""
+    import tomlkit
+
+    if any(ord(ch) < 32 and ch not in "\t\n" or ord(ch) == 127 for ch in value):
+        return tomlkit.string(value)  # control characters need escapes
+    if not any(ch in value for ch in '"\\\n'):
+        return tomlkit.string(value)
+    if "'" not in value and "\n" not in value:
+        return tomlkit.string(value, literal=True)
+    if "'''" not in value and value[-1:] != "'" and value[:1] != "\n":
+        return tomlkit.string(value, literal=True, multiline=True)
+    return tomlkit.string(value)
+
+
+def add_job(text: str, job: NewJob, path: str) -> str:
+    """`text` with `job` appended as a new table; every byte of `text` is kept.
+
+    Refused (exit 1) when the name exists; a result that would not validate is a CronflowError
+    (exit 2) naming the option or the file:line at fault.
+    """
+    raw = _raw_or_none(text)
+    if raw is not None and job.name in _jobs(raw):
+        raise CronflowError(f"a job named {job.name!r} already exists in {path}")
+    result = append_block(text, job_block(job))
+    try:
+        parse_config(result, path)
+    except ConfigError as exc:
+        lines = _dedupe(_where(p, job.name) for p in exc.problems)
+        raise CronflowError(
+            f"cannot add job {job.name!r}; {path} is unchanged:\n  " + "\n  ".join(lines), 2
+        ) from None
+    return result
+
+
+def append_block(text: str, block: str) -> str:
+    """`text` followed by `block`, one blank line between, in the file's line-end style."""
+    newline = "\r\n" if "\r\n" in text else "\n"
+    if text and not text.endswith("\n"):
+        text += newline
+    if text.strip() and not text.endswith(newline * 2):
+        text += newline
+    return text + block.replace("\n", newline)
+
+
+def _where(problem: Problem, name: str) -> str:
+    """A problem of the new job names the option it came from; others keep file:line."""
+    key = problem.key or ""
+    if key == f"jobs.{name}":
+        return f"{name}: {problem.message}"
+    if key.startswith(f"jobs.{name}."):
+        option = key.removeprefix(f"jobs.{name}.").split(".")[0]
+        return f"{_OPTIONS.get(option, option)}: {problem.message}"
+    return str(problem)
+
+
+def _dedupe(items: Any) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+# -- remove ----------------------------------------------------------------------------------
+
+
+def remove_job(text: str, name: str, path: str) -> str:
+    """`text` without the table `[jobs.NAME]` and its sub-tables, the rest byte for byte.
+
+    The comment lines directly above the table's header (no blank line between) and directly
+    below its last key go with it; comments separated by a blank line stay. Refused (exit 1)
+    for an unknown name or while other jobs name it in `after`.
+    """
+    raw = _raw_or_none(text)
+    if raw is None:
+        parse_config(text, path)  # a TOML syntax error: raises it with its line
+        raw = {}
+    jobs = _jobs(raw)
+    if name not in jobs:
+        close = difflib.get_close_matches(name, list(jobs), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise CronflowError(f"no job named {name!r} in {path}{hint}")
+    users = sorted(n for n, body in jobs.items() if n != name and name in _after_of(body))
+    if users:
+        raise CronflowError(
+            f"cannot remove {name!r}: {', '.join(users)} still name{'s' if len(users) == 1 else ''}"
+            f" it in `after`; remove or change {'that job' if len(users) == 1 else 'those jobs'}"
+            " first"
+        )
+    expected = _without(raw, name)
+    result = _cut_tables(text, name)
+    if _raw_or_none(result) != expected:
+        result = _tomlkit_remove(text, name)  # e.g. the job was written with dotted keys
+        if _raw_or_none(result) != expected:
+            raise CronflowError(
+                f"cannot remove {name!r} from {path} automatically (its keys are spread over the"
+                " file); use `cronflow edit`"
+            )
+    try:
+        parse_config(result, path)
+    except ConfigError:
+        parse_config(text, path)  # broken before: report the lines as they are on disk
+        raise
+    return result
+
+
+def _raw_or_none(text: str) -> dict[str, Any] | None:
+    import tomli
+
+    try:
+        return _normal(tomli.loads(text))
+    except tomli.TOMLDecodeError:
+        return None
+
+
+def _normal(raw: dict[str, Any]) -> dict[str, Any]:
+    """An empty `jobs` table means the same as none."""
+    if raw.get("jobs") == {}:
+        del raw["jobs"]
+    return raw
+
+
+def _jobs(raw: dict[str, Any]) -> dict[str, Any]:
+    jobs = raw.get("jobs", {})
+    return jobs if isinstance(jobs, dict) else {}
+
+
+def _after_of(body: Any) -> list[str]:
+    after = body.get("after", []) if isinstance(body, dict) else []
+    return [after] if isinstance(after, str) else [a for a in after if isinstance(a, str)]
+
+
+def _without(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    jobs = {k: v for k, v in _jobs(raw).items() if k != name}
+    return _normal({**raw, "jobs": jobs})
+
+
+_HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\[\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY_PART_RE = re.compile(r"""[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*'""")
+
+
+def _header_path(line: str) -> tuple[str, ...] | None:
+    """`[jobs."a" . env]` → ("jobs", "a", "env"); None when the line is no table header."""
+    match = _HEADER_RE.match(line)
+    if not match:
+        return None
+    parts = _KEY_PART_RE.findall(match.group(1))
+    return tuple(p[1:-1] if p[:1] in "\"'" else p for p in parts)
+
+
+def _line_kinds(lines: list[str]) -> list[str | tuple[str, ...]]:
+    """Per line: a header's key path, or "blank", "comment", "other" (keys, strings...)."""
+    kinds: list[str | tuple[str, ...]] = []
+    in_multiline = False
+    for line in lines:
+        stripped = line.strip()
+        if in_multiline:
+            kinds.append("other")
+            in_multiline = line.count('"""') % 2 == 0 and line.count("'''") % 2 == 0
+        elif not stripped:
+            kinds.append("blank")
+        elif stripped.startswith("#"):
+            kinds.append("comment")
+        elif (path := _header_path(line)) is not None:
+            kinds.append(path)
+        else:
+            kinds.append("other")
+            in_multiline = line.count('"""') % 2 == 1 or line.count("'''") % 2 == 1
+    return kinds
+
+
+def _cut_tables(text: str, name: str) -> str:
+    """Cut the header-introduced tables of job `name` out of `text` by lines."""
+    lines = text.splitlines(keepends=True)
+    kinds = _line_kinds(lines)
+    headers = [i for i, k in enumerate(kinds) if isinstance(k, tuple)]
+    spans = []
+    for n, start in enumerate(headers):
+        if kinds[start][:2] != ("jobs", name):
+            continue
+        stop = headers[n + 1] if n + 1 < len(headers) else len(lines)
+        spans.append(_table_span(kinds, start, stop))
+    cut = _merge(spans, kinds)
+    kept = [line for i, line in enumerate(lines) if not any(a <= i < b for a, b in cut)]
+    return "".join(kept)
+
+
+def _table_span(kinds: list[Any], header: int, next_header: int) -> tuple[int, int]:
+    """Lines [a, b) of the table at `header`: its leading comments, itself, its trailing
+    comments, and the blank lines after it (so the spacing around it closes up)."""
+    start = header
+    while start > 0 and kinds[start - 1] == "comment":
+        start -= 1
+    # The comment block directly above the next header belongs to that header.
+    body_end = next_header
+    if next_header < len(kinds):
+        while body_end > header + 1 and kinds[body_end - 1] == "comment":
+            body_end -= 1
+    last = max((i for i in range(header, body_end) if kinds[i] == "other"), default=header)
+    end = last + 1
+    while end < body_end and kinds[end] == "comment":
+        end += 1
+    while end < len(kinds) and kinds[end] == "blank":
+        end += 1
+    return start, end
+
+
+def _merge(spans: list[tuple[int, int]], kinds: list[Any]) -> list[tuple[int, int]]:
+    """Join touching spans; a span that reaches the end also takes the blank lines before it."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    if merged and merged[-1][1] == len(kinds):
+        start = merged[-1][0]
+        while start > 0 and kinds[start - 1] == "blank":
+            start -= 1
+        merged[-1] = (start, len(kinds))
+    return merged
+
+
+def _tomlkit_remove(text: str, name: str) -> str:
+    """Structural removal for layouts the line cut cannot handle; the caller checks it."""
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
+    try:
+        doc = tomlkit.parse(text)
+        del doc["jobs"][name]
+    except (TOMLKitError, KeyError):
+        return text
+    return doc.as_string()
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+# A new job file is 0644 masked by the umask, as a text editor would create it: the job file
+# holds commands, not their output (the state folder, which holds logs, is 0700). An existing
+# file keeps its mode, so a user who made it 0600 keeps it private.
+NEW_FILE_MODE = 0o644
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace the file at `path` with `text` in one step, keeping its mode (and, as root, its
+    owner). A symlinked job file (dotfiles) is written through the link. Folders are created."""
+    _write(path, text, overwrite=True)
+
+
+def write_new(path: Path, text: str) -> None:
+    """Create `path` holding `text` atomically; refused (exit 1) if it exists, unchanged."""
+    _write(path, text, overwrite=False)
+
+
+def _write(path: Path, text: str, overwrite: bool) -> None:
+    target = Path(os.path.realpath(path))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        old = os.stat(target)
+    except FileNotFoundError:
+        old = None
+    if old is not None and not overwrite:
+        raise CronflowError(f"{path} already exists; left unchanged")
+    temp = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, NEW_FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if old is not None:
+                os.fchmod(handle.fileno(), stat.S_IMODE(old.st_mode))
+                if os.geteuid() == 0:
+                    os.fchown(handle.fileno(), old.st_uid, old.st_gid)
+            handle.write(text.encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        if overwrite:
+            os.replace(temp, target)
+        else:
+            _link_new(temp, target, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+    _fsync_folder(target.parent)
+
+
+def _link_new(temp: Path, target: Path, shown: Path) -> None:
+    """Give `temp` the name `target` unless something took that name meanwhile."""
+    try:
+        os.link(temp, target)
+    except FileExistsError:
+        raise CronflowError(f"{shown} already exists; left unchanged") from None
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- edit ------------------------------------------------------------------------------------
+
+
+def editor_command(environ: Mapping[str, str]) -> list[str]:
+    """$VISUAL, else $EDITOR, else vi, split like a shell would (`EDITOR="code --wait"`)."""
+    for variable in ("VISUAL", "EDITOR"):
+        value = environ.get(variable, "")
+        if not value.strip():
+            continue
+        try:
+            argv = shlex.split(value)
+        except ValueError as exc:
+            raise CronflowError(f"${variable}: cannot split {value!r}: {exc}", 2) from None
+        if argv:
+            return argv
+    return ["vi"]
+
+
+def run_editor(argv: list[str], file: Path) -> None:
+    """Run the editor on `file` in the foreground; refuse (exit 1) when it fails."""
+    try:
+        code = subprocess.run([*argv, str(file)], check=False).returncode
+    except OSError as exc:
+        raise CronflowError(
+            f"cannot start the editor {argv[0]!r}: {exc.strerror}; set $VISUAL or $EDITOR"
+        ) from None
+    if code != 0:
+        raise CronflowError(f"the editor exited with status {code}; nothing saved")
+
+
+@dataclass(frozen=True)
+class EditOutcome:
+    saved: bool  # False: the edit left the file as it was
+
+
+def edit_job_file(
+    path: Path,
+    open_editor: Callable[[Path], None],
+    ask_again: Callable[[ConfigError], bool],
+) -> EditOutcome:
+    """The `crontab -e` loop: edit a private copy, save it only when valid.
+
+    `open_editor` edits the copy (raising to abandon); an invalid result is passed to
+    `ask_again`, whose "no" leaves the job file unchanged (exit 2). Problems name the real
+    job file, with the lines of the copy the user just saw.
+    """
+    original = read_job_file(path)
+    with tempfile.TemporaryDirectory(prefix="cronflow-edit-") as folder:
+        copy = Path(folder) / (path.stem + ".toml")
+        copy.write_bytes(original.encode("utf-8"))
+        while True:
+            open_editor(copy)
+            try:
+                text = _read_copy(copy, path)
+                if text == original:
+                    return EditOutcome(saved=False)
+                parse_config(text, str(path))
+            except ConfigError as exc:
+                if ask_again(exc):
+                    continue
+                raise CronflowError(f"not saved; {path} is unchanged", 2) from None
+            write_atomic(path, text)
+            return EditOutcome(saved=True)
+
+
+def _read_copy(copy: Path, path: Path) -> str:
+    try:
+        data = copy.read_bytes()
+    except FileNotFoundError:
+        raise CronflowError(f"the edited copy {copy} is gone; nothing saved") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError([Problem(str(path), line, None, "not UTF-8 text")]) from None
