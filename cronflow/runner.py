@@ -40,8 +40,13 @@ MAX_LINE_BYTES = 64 * 1024
 READ_BYTES = 64 * 1024
 #: Size of ``AttemptResult.tail`` (CRONFLOW_LOG_TAIL).
 TAIL_BYTES = 4 * 1024
+#: After a kill, when the pipes have closed but /proc still shows a live group member, look again
+#: after each of these delays before leaving it the rest of the grace period.
+GROUP_LOOKS = (0.02, 0.1, 0.3)
 #: After a cancel by task cancellation, how long we wait for the SIGKILLed command to be reaped.
 REAP_ON_CANCEL_SECONDS = 5.0
+
+_PF_EXITING = 0x4  # task flag in /proc/PID/stat: the process is in do_exit()
 
 EXIT_NOT_FOUND = 127
 EXIT_CANNOT_EXECUTE = 126
@@ -254,19 +259,21 @@ class _Attempt:
     async def _until_group_gone(self) -> None:
         """After a kill, wait until nothing of the group is left, or the SIGKILL has been sent.
 
-        The pipes closing is the usual sign; a member that closed them is seen by one look at
-        /proc, and otherwise gets the rest of the grace period before SIGKILL.
+        The pipes closing is the usual sign. Members that never held them (or closed them) are
+        looked for in /proc a few times (``GROUP_LOOKS``, a bounded backoff, not a polling loop);
+        if one is still alive after that, it gets the rest of the grace period before SIGKILL.
         """
-        while not self._killed.done():
-            if self._pipes_closed.done():
-                if _group_has_live_members(self._pgid):
-                    await asyncio.wait({self._killed})
-                elif self._kill_handle is not None:
+        await asyncio.wait({self._pipes_closed, self._killed}, return_when=asyncio.FIRST_COMPLETED)
+        for delay in (0.0, *GROUP_LOOKS):
+            if delay:
+                await asyncio.wait({self._killed}, timeout=delay)
+            if self._killed.done():
+                return
+            if not _group_has_live_members(self._pgid):
+                if self._kill_handle is not None:
                     self._kill_handle.cancel()
                 return
-            await asyncio.wait(
-                {self._pipes_closed, self._killed}, return_when=asyncio.FIRST_COMPLETED
-            )
+        await asyncio.wait({self._killed})
 
     # --- killing the group --------------------------------------------------------------------
 
@@ -370,10 +377,11 @@ class _Attempt:
 
 
 def _group_has_live_members(pgid: int) -> bool:
-    """Whether process group ``pgid`` has a member that is not a zombie.
+    """Whether process group ``pgid`` has a member that is neither a zombie nor exiting.
 
-    ``killpg(pgid, 0)`` also counts zombies, such as orphans that init has not reaped yet, so a
-    positive answer is confirmed by one scan of /proc.
+    ``killpg(pgid, 0)`` also counts zombies (orphans that init has not reaped yet) and processes
+    in the middle of exiting (their pipes are closed before they become zombies), so a positive
+    answer is checked against /proc: state Z/X, or the PF_EXITING flag, means dead.
     """
     try:
         os.killpg(pgid, 0)
@@ -391,8 +399,11 @@ def _group_has_live_members(pgid: int) -> bool:
                 stat = f.read()
         except OSError:
             continue
+        # After "(comm)": state ppid pgrp session tty_nr tpgid flags ...
         fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+        if len(fields) < 7 or int(fields[2]) != pgid:
+            continue
+        if fields[0] not in (b"Z", b"X") and not int(fields[6]) & _PF_EXITING:
             return True
     return False
 
