@@ -590,6 +590,67 @@ def _nudge_daemon() -> None:
     render.line(f"the running daemon (pid {pid}) reloads it now")
 
 
+@app.command("import-crontab")
+def import_crontab(
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[FILE|-]",
+            help="A crontab file, or - for stdin (default: the output of `crontab -l`).",
+        ),
+    ] = None,
+    write: Annotated[bool, typer.Option("--write", help="Add the jobs to the job file.")] = False,
+    system: Annotated[
+        bool | None,
+        typer.Option(
+            "--system/--user",
+            help="The file has a user column, like /etc/crontab (default: detected).",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Turn a crontab into jobs: print the TOML, or add it to the job file with --write."""
+    from cronflow import crontab, editing
+    from cronflow.config import parse_config, read_job_file
+
+    path = _Paths.config(config)
+    existing = read_job_file(path) if write and path.exists() else ""
+    taken = set(parse_config(existing, str(path)).jobs) if existing else set()
+    result = crontab.import_crontab(_crontab_text(source), system=system, existing_names=taken)
+    for skipped in result.skipped:
+        render.warn(f"{source or 'crontab -l'}:{skipped.line}: not imported: {skipped.reason}")
+    if not write:
+        sys.stdout.write(result.toml)
+        return
+    text = editing.append_block(existing, result.toml)
+    parse_config(text, str(path))  # always valid by construction; never write one that isn't
+    (editing.write_atomic if existing else editing.write_new)(path, text)
+    render.line(f"added {len(result.jobs)} jobs to {path}")
+    _nudge_daemon()
+
+
+def _crontab_text(source: str | None) -> str:
+    """The crontab to import: a file, stdin, or `crontab -l`."""
+    import subprocess
+
+    if source == "-":
+        return sys.stdin.read()
+    if source is not None:
+        try:
+            return Path(source).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise CronflowError(f"{source}: cannot read: {exc.strerror}", 2) from None
+    try:
+        listed = subprocess.run(["crontab", "-l"], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise CronflowError("no `crontab` command here; pass a FILE, or - for stdin") from None
+    if listed.returncode != 0:
+        reason = listed.stderr.strip() or f"exit {listed.returncode}"
+        raise CronflowError(f"crontab -l: {reason}")
+    return listed.stdout
+
+
 def _parse(parser, text: str, *args, option: str):  # noqa: ANN001, ANN202
     """Run a units parser on a command-line value; a bad value is a usage error (exit 2)."""
     try:

@@ -1,0 +1,68 @@
+"""`cronflow import-crontab` through the real command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import cronflow
+
+CRONTABS = Path(__file__).parents[1] / "crontabs"
+
+
+def test_prints_toml_that_validates_and_reports_skipped_lines(tmp_path: Path) -> None:
+    crontab = tmp_path / "crontab"
+    crontab.write_text("0 3 * * * backup.sh\n0 0 L * * month-end.sh\nnot a job line\n")
+    result = cronflow("import-crontab", str(crontab))
+    assert result.returncode == 0
+    assert "[jobs.backup-sh]" in result.stdout and 'schedule = "0 3 * * *"' in result.stdout
+    skipped = result.stderr.splitlines()
+    assert skipped[0].startswith(f"warning: {crontab}:2: not imported: ")
+    assert skipped[1].startswith(f"warning: {crontab}:3: not imported: ")
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text(result.stdout)
+    assert cronflow("validate", "-c", str(jobs)).stdout.startswith("OK: 1 jobs")
+
+
+def test_every_fixture_imports_to_a_valid_file(tmp_path: Path) -> None:
+    for crontab in sorted(CRONTABS.iterdir()):
+        out = tmp_path / f"{crontab.name}.toml"
+        out.write_text(cronflow("import-crontab", str(crontab)).stdout)
+        assert cronflow("validate", "-c", str(out)).returncode == 0, crontab.name
+
+
+def test_write_appends_to_the_job_file_keeping_it(tmp_path: Path) -> None:
+    config = tmp_path / "jobs.toml"
+    original = '# my jobs\n[jobs.backup-sh]\ncommand = "true"\n'
+    config.write_text(original)
+    result = cronflow(
+        "import-crontab",
+        "-",
+        "--write",
+        "-c",
+        str(config),
+        input="0 3 * * * backup.sh\n@reboot agent --start\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"added 2 jobs to {config}\n"
+    text = config.read_text()
+    assert text.startswith(original)
+    names = [j["name"] for j in json.loads(cronflow("list", "--json", "-c", str(config)).stdout)]
+    assert names == ["backup-sh", "backup-sh-2", "agent"]
+
+
+def test_write_creates_a_missing_job_file(tmp_path: Path) -> None:
+    config = tmp_path / "new" / "jobs.toml"
+    result = cronflow(
+        "import-crontab", str(CRONTABS / "small.crontab"), "--write", "-c", str(config)
+    )
+    assert result.returncode == 0, result.stderr
+    assert cronflow("validate", "-c", str(config)).returncode == 0
+
+
+def test_unreadable_source_is_one_line(tmp_path: Path) -> None:
+    result = cronflow("import-crontab", str(tmp_path / "missing"))
+    assert result.returncode == 2
+    assert (
+        result.stderr == f"error: {tmp_path / 'missing'}: cannot read: No such file or directory\n"
+    )
