@@ -1,6 +1,5 @@
 """The command line: parse arguments, call the core, hand results to render. Nothing else."""
 
-from __future__ import annotations
 
 import contextlib
 import os
@@ -77,7 +76,7 @@ def _root(
     _Paths.config_override = config
 
 
-def _load(config: Path | None) -> Config:
+def _load(config: Path | None) -> "Config":
     from cronflow.config import load_config
 
     return load_config(_Paths.config(config))
@@ -187,7 +186,7 @@ def run(
 
 
 def _backfill(
-    cfg: Config,
+    cfg: "Config",
     job: str,
     only: bool,
     first,
@@ -671,6 +670,9 @@ def _open_store_if_exists():  # noqa: ANN202
 
 def main() -> None:
     """Entry point: run the app and turn user-facing errors into one line and an exit code."""
+    if sys.argv[1:] == ["--version"]:  # answered before typer builds all 17 commands
+        print(f"cronflow {__version__}")
+        return
     try:
         code = app(standalone_mode=False)
     except ConfigError as exc:

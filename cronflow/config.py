@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -53,7 +54,6 @@ class Job:
     on_retry: str | None = None
     on_success: str | None = None
     enabled: bool = True
-    line: int | None = None
 
     def argv(self) -> list[str]:
         """The argv that runs this job: `shell -c STRING`, or the list as given."""
@@ -116,6 +116,7 @@ class Config:
         return flows.downstream({n: j.after for n, j in self.jobs.items()}, job)
 
 
+@functools.cache
 def local_zone() -> ZoneInfo:
     """The system's zone: $TZ, else the /etc/localtime link, else UTC."""
     name = os.environ.get("TZ", "").lstrip(":")
@@ -166,21 +167,26 @@ def parse_config(text: str, path: str = "<job file>") -> Config:
         raise ConfigError(
             [Problem(path, exc.lineno, None, f"TOML syntax: {exc.msg} (column {exc.colno})")]
         ) from None
-    checker = _Checker(path, _key_lines(text), Path(path).parent)
+    checker = _Checker(path, text, Path(path).parent)
     return checker.config(raw)
 
 
 class _Checker:
     """Collects problems while turning raw TOML into a Config."""
 
-    def __init__(self, path: str, lines: dict[str, int], folder: Path) -> None:
+    def __init__(self, path: str, text: str, folder: Path) -> None:
         self.path = path
-        self.lines = lines
+        self.text = text
         self.folder = folder
         self.problems: list[Problem] = []
 
     def problem(self, key: str, message: str) -> None:
         self.problems.append(Problem(self.path, self._line(key), key, message))
+
+    @functools.cached_property
+    def lines(self) -> dict[str, int]:
+        """Scanned only when a problem needs a line: valid files skip the work."""
+        return _key_lines(self.text)
 
     def _line(self, key: str) -> int | None:
         while key:
@@ -203,7 +209,9 @@ class _Checker:
         for key in NOT_IN_DEFAULTS:
             if key in defaults:
                 self.problem(f"defaults.{key}", f"{key!r} cannot be set in [defaults]")
-        defaults = {k: v for k, v in defaults.items() if k not in NOT_IN_DEFAULTS}
+        defaults = self._values(
+            "defaults", {k: v for k, v in defaults.items() if k not in NOT_IN_DEFAULTS}
+        )
         daemon = self._daemon(self._table(raw, "daemon"))
         jobs_raw = self._table(raw, "jobs")
         jobs = {}
@@ -249,6 +257,20 @@ class _Checker:
             self.problem(where, str(exc))
             return None
 
+    def _values(self, where: str, raw: dict[str, Any]) -> dict[str, Any]:
+        """Each key of a job (or of [defaults]) checked and converted; problems recorded."""
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            check = _KEYS.get(key)
+            if check is None:
+                self.problem(f"{where}.{key}", f"unknown key{_suggest(key, _KEYS)}")
+                continue
+            try:
+                values[key] = check(self, value)
+            except ValueError as exc:
+                self.problem(f"{where}.{key}", str(exc))
+        return values
+
     def _job(self, name: str, body: Any, defaults: dict[str, Any]) -> Job | None:
         where = f"jobs.{name}"
         before = len(self.problems)
@@ -262,19 +284,9 @@ class _Checker:
             return None
         if "command" not in body:
             self.problem(where, "missing required key 'command'")
-        merged = {**defaults, **body}
-        if isinstance(defaults.get("env"), dict) and isinstance(body.get("env"), dict):
-            merged["env"] = {**defaults["env"], **body["env"]}
-        values: dict[str, Any] = {}
-        for key, value in merged.items():
-            origin = f"jobs.{name}.{key}" if key in body else f"defaults.{key}"
-            check = _KEYS.get(key)
-            if check is None:
-                self.problem(origin, f"unknown key{_suggest(key, _KEYS)}")
-                continue
-            converted = self._convert(origin, lambda v, c=check: c(self, v), value)
-            if converted is not None:
-                values[key] = converted
+        values = {**defaults, **self._values(where, body)}
+        if "env" in defaults and "env" in body and isinstance(body["env"], dict):
+            values["env"] = {**defaults["env"], **values.get("env", {})}
         if len(self.problems) > before:
             return None
         if "workdir" in values:
@@ -282,7 +294,7 @@ class _Checker:
         else:
             values["workdir"] = str(self.folder)
         values["env"] = MappingProxyType(values.get("env", {}))
-        return Job(name=name, line=self._line(where), **values)
+        return Job(name=name, **values)
 
     def _flows(self, jobs: dict[str, Job]) -> tuple[Flow, ...]:
         graph = {name: job.after for name, job in jobs.items()}
