@@ -620,7 +620,7 @@ def import_crontab(
     for skipped in result.skipped:
         render.warn(f"{source or 'crontab -l'}:{skipped.line}: not imported: {skipped.reason}")
     if not write:
-        sys.stdout.write(result.toml)
+        sys.stdout.write(result.toml if result.toml.endswith("\n") else result.toml + "\n")
         return
     text = editing.append_block(existing, result.toml)
     parse_config(text, str(path))  # always valid by construction; never write one that isn't
