@@ -1,6 +1,5 @@
 """The command line: parse arguments, call the core, hand results to render. Nothing else."""
 
-
 import contextlib
 import os
 import sys
@@ -547,30 +546,13 @@ def edit(config: ConfigOption = None) -> None:
     path = _Paths.config(config)
     editor = editing.editor_command(os.environ)
     outcome = editing.edit_job_file(
-        path, lambda copy: editing.run_editor(editor, copy), _ask_edit_again
+        path, lambda copy: editing.run_editor(editor, copy), render.ask_edit_again
     )
     if not outcome.saved:
         render.line(f"no changes; {path} is unchanged")
         return
     render.line(f"saved {path}")
     _nudge_daemon()
-
-
-def _ask_edit_again(problems: ConfigError) -> bool:
-    """Show why the edit is invalid and ask `Edit again? [Y/n]`; end of input means no."""
-    for problem in problems.problems:
-        print(str(problem), file=sys.stderr)
-    while True:
-        print("Edit again? [Y/n] ", end="", file=sys.stderr, flush=True)
-        answer = sys.stdin.readline()
-        if not answer:
-            print(file=sys.stderr)
-            return False
-        answer = answer.strip().lower()
-        if answer in ("", "y", "yes"):
-            return True
-        if answer in ("n", "no"):
-            return False
 
 
 def _nudge_daemon() -> None:
@@ -676,10 +658,7 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(str(problem), file=sys.stderr)
-        n = len(exc.problems)
-        render.error(f"{n} problem{'s' if n != 1 else ''} in the job file")
+        render.problems(exc.problems)
         code = exc.exit_code
     except CronflowError as exc:
         render.error(exc.message)

@@ -59,6 +59,33 @@ def error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
+def problems(found: Sequence[Any]) -> None:
+    """A job file's problems: one line each; one problem is just one `error:` line."""
+    if len(found) == 1:
+        error(str(found[0]))
+        return
+    for problem in found:
+        print(str(problem), file=sys.stderr)
+    error(f"{len(found)} problems in the job file")
+
+
+def ask_edit_again(invalid: Any) -> bool:
+    """Show why an edit is invalid and ask `Edit again? [Y/n]`; end of input means no."""
+    for problem in invalid.problems:
+        print(str(problem), file=sys.stderr)
+    while True:
+        print("Edit again? [Y/n] ", end="", file=sys.stderr, flush=True)
+        answer = sys.stdin.readline()
+        if not answer:
+            print(file=sys.stderr)
+            return False
+        answer = answer.strip().lower()
+        if answer in ("", "y", "yes"):
+            return True
+        if answer in ("n", "no"):
+            return False
+
+
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 

@@ -42,7 +42,10 @@ def test_missing_job_file_exits_1_with_a_hint_and_creates_nothing(tmp_path: Path
     assert not (tmp_path / "state").exists()
 
 
-@pytest.mark.parametrize("content", [b"", b"\x00\x01\x02binary\xff" * 1000])
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\x00\x01\x02binary\xff" * 1000, bytes(range(32, 127)) * 55_000],  # 5 MB garbage
+)
 def test_empty_is_valid_and_garbage_is_one_line(tmp_path: Path, content: bytes) -> None:
     job_file = tmp_path / "jobs.toml"
     job_file.write_bytes(content)

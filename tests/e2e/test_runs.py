@@ -202,3 +202,11 @@ command = 'echo first; echo $$ > {pidfile}; sleep 300'
     follower.stdout.close()
     assert not alive(int(pidfile.read_text()))
     assert history(config)[0]["status"] == "canceled"
+
+
+def test_output_that_is_not_utf8_is_kept_and_shown_replaced(tmp_path: Path) -> None:
+    config = write(tmp_path, """[jobs.latin]\ncommand = "printf 'caf\\\\351\\\\n'"\n""")
+    result = cronflow("run", "latin", "-c", config)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "caf\ufffd"
+    assert cronflow("logs", "latin").stdout.splitlines()[1] == "caf\ufffd"
