@@ -206,3 +206,22 @@ def test_daemon_without_job_file_waits_for_it(daemons, tmp_path: Path) -> None:
     wait_until(lambda: "waiting for it" in d.log.read_text(), what="the waiting message")
     d.config.write_text(EVERY_SECOND)
     wait_until(lambda: d.runs("tick"), what="the new file's job to fire")
+
+
+def test_overlap_queue_keeps_one_waiting_run(daemons, tmp_path: Path) -> None:
+    d = launch(daemons, tmp_path, """
+[jobs.slow]
+schedule = "@every 1s"
+overlap = "queue"
+command = "sleep 1.5"
+""")
+    wait_until(lambda: len([r for r in d.runs("slow") if r["status"] == "success"]) >= 2,
+               timeout=20, what="two queued runs to finish")
+    d.stop()
+    runs = sorted(d.runs("slow"), key=lambda r: r["run_id"])
+    done = [r for r in runs if r["status"] == "success"]
+    assert any(r["status"] == "skipped" for r in runs)  # a third fire found the queue full
+    first, second = done[0], done[1]
+    gap = (datetime.fromisoformat(second["started_at"])
+           - datetime.fromisoformat(first["finished_at"])).total_seconds()
+    assert 0 <= gap < 0.5  # the queued run started as soon as the previous one ended
