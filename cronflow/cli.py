@@ -110,7 +110,7 @@ def list_jobs(config: ConfigOption = None, as_json: JsonOption = False) -> None:
 @app.command("next")
 def next_fires(
     job: Annotated[str, typer.Argument(help="A job of the flow.")],
-    count: Annotated[int, typer.Option("-n", min=1, help="How many fires.")] = 5,
+    count: Annotated[int, typer.Option("-n", min=1, max=10_000, help="How many fires.")] = 5,
     start: Annotated[
         str | None, typer.Option("--from", help="Start after this time (ISO 8601).")
     ] = None,
@@ -243,7 +243,9 @@ def history(
     since: Annotated[
         str | None, typer.Option("--since", help="A duration (2h, 7d) or an ISO 8601 time.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 20,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=1_000_000, help="At most this many runs.")
+    ] = 20,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -284,11 +286,11 @@ def logs(
         str, typer.Argument(metavar="JOB|RUN_ID", help="A job (its latest run) or a run id.")
     ],
     attempt: Annotated[
-        int | None, typer.Option("--attempt", min=1, help="Only this attempt.")
+        int | None, typer.Option("--attempt", min=1, max=1_000_000, help="Only this attempt.")
     ] = None,
     stream: Annotated[str | None, typer.Option("--stream", help="out or err.")] = None,
     lines: Annotated[
-        int | None, typer.Option("-n", min=0, help="Only the last LINES lines.")
+        int | None, typer.Option("-n", min=0, max=100_000_000, help="Only the last LINES lines.")
     ] = None,
     follow: Annotated[
         bool, typer.Option("-f", "--follow", help="Follow a running run until it ends.")
@@ -303,6 +305,8 @@ def logs(
     store = _open_store_if_exists()
     run = logview.find_run(store, target)
     view = logview.LogView(store, run, attempt=attempt, stream=stream)
+    if attempt is not None and not view.attempts and not follow:
+        raise CronflowError(f"run {run.run_id} has no attempt {attempt} ({run.attempts} so far)")
     render.log_lines(view.lines(last=lines), view.zone_hint)
     if follow:
         final = logview.follow(view, render.log_lines)
@@ -328,7 +332,11 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
 
     path = _Paths.config(config)
     pid = running_daemon_pid(_Paths.state_dir() / "cronflow.lock")
-    store = _open_store_if_exists()
+    try:
+        store = _open_store_if_exists()
+    except CronflowError as exc:  # status answers even when the database cannot be opened
+        render.warn(exc.message)
+        store = None
     state = store.get_state if store else (lambda key: None)
     cfg, error = None, None
     try:
@@ -406,6 +414,8 @@ def prune(
     keep = DaemonSettings().keep_history
     if older_than is not None:
         keep = _parse(parse_duration, older_than, option="--older-than")
+        if keep == 0:  # as keep_history = 0, zero never means "delete everything"
+            raise CronflowError("--older-than: must be more than 0", 2)
     elif _Paths.config(config).exists():
         keep = _load(config).daemon.keep_history
     if keep is None:
@@ -435,14 +445,18 @@ def systemd_install(
     with contextlib.suppress(CronflowError):  # a broken job file still gets a unit
         stop_timeout = _load(config).daemon.stop_timeout
     executable = _this_cronflow()
-    state = os.environ.get("CRONFLOW_STATE_DIR")
-    text = systemd.unit_text(executable, str(path), state, stop_timeout)
+    # The resolved state folder, so the daemon writes where this user's commands read,
+    # whatever CRONFLOW_STATE_DIR or XDG_STATE_HOME say in this shell.
+    text = systemd.unit_text(executable, str(path), str(_Paths.state_dir()), stop_timeout)
     if print_only:
         render.line(text.rstrip("\n"))
         return
     unit = systemd.unit_path(_xdg_config_home())
-    unit.parent.mkdir(parents=True, exist_ok=True)
-    unit.write_text(text)
+    try:
+        unit.parent.mkdir(parents=True, exist_ok=True)
+        unit.write_text(text)
+    except OSError as exc:
+        raise CronflowError(f"{exc.filename or unit}: cannot write: {exc.strerror}") from None
     render.line(f"wrote {unit}")
     render.line(systemd.install_hint())
 
@@ -596,7 +610,8 @@ def import_crontab(
     from cronflow.config import parse_config, read_job_file
 
     path = _Paths.config(config)
-    existing = read_job_file(path) if write and path.exists() else ""
+    exists = write and path.exists()
+    existing = read_job_file(path) if exists else ""
     taken = set(parse_config(existing, str(path)).jobs) if existing else set()
     result = crontab.import_crontab(_crontab_text(source), system=system, existing_names=taken)
     for skipped in result.skipped:
@@ -606,7 +621,7 @@ def import_crontab(
         return
     text = editing.append_block(existing, result.toml)
     parse_config(text, str(path))  # always valid by construction; never write one that isn't
-    (editing.write_atomic if existing else editing.write_new)(path, text)
+    (editing.write_atomic if exists else editing.write_new)(path, text)
     render.line(f"added {len(result.jobs)} jobs to {path}")
     _nudge_daemon()
 

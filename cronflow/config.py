@@ -89,9 +89,12 @@ class Flow:
 
     def next_fires(self, after: datetime, count: int) -> list[datetime]:
         fires: list[datetime] = []
-        while len(fires) < count and (fire := self.next_fire(after)) is not None:
-            fires.append(fire)
-            after = fire
+        try:
+            while len(fires) < count and (fire := self.next_fire(after)) is not None:
+                fires.append(fire)
+                after = fire
+        except (ValueError, OverflowError):  # past year 9999: no more fires to show
+            pass
         return fires
 
 
@@ -219,7 +222,7 @@ class _Checker:
             job = self._job(name, body, defaults)
             if job is not None:
                 jobs[name] = job
-        flow_list = self._flows(jobs) if len(jobs) == len(jobs_raw) else ()
+        flow_list = self._flows(jobs, set(jobs_raw))
         if self.problems:
             raise ConfigError(sorted(self.problems, key=lambda p: p.line or 0))
         return Config(self.path, MappingProxyType(jobs), daemon, flow_list)
@@ -296,16 +299,16 @@ class _Checker:
         values["env"] = MappingProxyType(values.get("env", {}))
         return Job(name=name, **values)
 
-    def _flows(self, jobs: dict[str, Job]) -> tuple[Flow, ...]:
-        graph = {name: job.after for name, job in jobs.items()}
+    def _flows(self, jobs: dict[str, Job], names: set[str]) -> tuple[Flow, ...]:
+        """Check the graph of the jobs that parsed (so that every problem shows at once)."""
         for name, job in jobs.items():
             for target in job.after:
-                if target not in jobs:
+                if target not in names:
                     self.problem(
-                        f"jobs.{name}.after", f"unknown job {target!r}{_suggest(target, jobs)}"
+                        f"jobs.{name}.after",
+                        f"unknown job {target!r}{_suggest(target, names - {name})}",
                     )
-        if self.problems:
-            return ()
+        graph = {name: tuple(t for t in job.after if t in jobs) for name, job in jobs.items()}
         cycle = flows.find_cycle(graph)
         if cycle:
             self.problem(f"jobs.{cycle[0]}.after", "cycle: " + " -> ".join(cycle))
@@ -326,6 +329,8 @@ class _Checker:
                     "only jobs without 'after' may have a "
                     f"schedule; {name} runs after {', '.join(jobs[name].after)}",
                 )
+        if not roots:  # only while other problems stand (an upstream that did not parse)
+            return None
         scheduled = [jobs[n] for n in roots if jobs[n].schedule]
         first = scheduled[0] if scheduled else jobs[sorted(roots)[0]]
         for other in scheduled[1:]:
@@ -467,7 +472,7 @@ _KEYS: dict[str, Any] = {
     "enabled": _bool,
 }
 
-_HEADER_RE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+_HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\[\]]+?)\s*\]\]?\s*(#.*)?$")
 _PART = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
 _BARE_RE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _KEY_RE = re.compile(rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*=")

@@ -31,7 +31,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cronflow")
 
-CHECK_SECONDS = 1.0  # longest sleep: job-file stat, pause state, wall-clock jumps
+# Longest sleep between fires: a stat of the job file (2 µs; `add`, `remove`, `edit` and SIGHUP
+# reload at once) and a look for a suspend or wall-clock jump, which a sleep on the monotonic
+# clock cannot see.
+CHECK_SECONDS = 5.0
 PRUNE_EVERY = timedelta(hours=1)
 STATE_ACCOUNTED = "accounted:"  # + flow name: instant up to which fires are accounted for
 STATE_REBOOT = "reboot:"  # + flow name: boot id at which @reboot last fired
@@ -79,7 +82,7 @@ def running_daemon_pid(lock_path: Path) -> int | None:
     """The pid of the daemon holding `lock_path`, or None if no daemon holds it."""
     try:
         fd = os.open(lock_path, os.O_RDONLY)
-    except FileNotFoundError:
+    except OSError:  # no lock file (or no state folder): no daemon
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -121,6 +124,8 @@ class Daemon:
         self.last_prune: datetime | None = None
         self.engine: Engine | None = None
         self.started = self.clock.now()
+        self.awake_since = self.started  # fires before this were missed (down or asleep)
+        self.last_look = (self.started, self.clock.monotonic())
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -266,6 +271,7 @@ class Daemon:
         if self.config is None:
             return
         now = self.clock.now()
+        self._notice_jump(now)
         paused: set[str] | None = None
         for flow in self.config.flows:
             state = self.flows[flow.name]
@@ -276,13 +282,30 @@ class Daemon:
             paused = self.store.paused_flows() if paused is None else paused
             if flow.name not in paused and self._enabled(flow):
                 decision = timing.due(
-                    flow.schedule, flow.timezone, state.accounted, now, self._root(flow).catchup
+                    flow.schedule,
+                    flow.timezone,
+                    state.accounted,
+                    now,
+                    self._root(flow).catchup,
+                    self.awake_since,
                 )
                 self._apply(flow, decision)
             state.accounted = now
             state.next_fire = _utc(flow.next_fire(now))
             self._persist(flow.name, now)
         self._prune(now)
+
+    def _notice_jump(self, now: datetime) -> None:
+        """Wall time running ahead of monotonic time means a suspend or a clock step:
+        fires from before it were not seen on time."""
+        wall, mono = self.last_look
+        self.last_look = (now, self.clock.monotonic())
+        if (now - wall).total_seconds() - (self.last_look[1] - mono) > timing.LATE_AFTER.seconds:
+            log.warning(
+                "the clock jumped or the machine slept: %s was not seen on time",
+                f"{wall.isoformat()} to {now.isoformat()}",
+            )
+            self.awake_since = now
 
     def _apply(self, flow: Flow, decision: timing.Due) -> None:
         if decision.missed:
@@ -363,6 +386,9 @@ class Daemon:
         flow_run_id, run_ids = self.engine.create(plan)
         if delay:
             await _sleep_unless(self.stopping, delay)
+        if self.stopping.is_set():  # stopped during the jitter delay: fire nothing new
+            self.engine.cancel(plan, run_ids, "the daemon stopped before the run started")
+            return
         try:
             runs = await self.engine.execute_created(plan, flow_run_id, run_ids)
         except CronflowError as exc:  # the store refused a write: disk full, locked…
@@ -404,14 +430,15 @@ class Daemon:
     def _recover(self) -> None:
         """Runs a dead daemon left unfinished become `lost`, and are retried if allowed."""
         lost = self.store.mark_unfinished_lost(
-            self.clock.now(), "the daemon stopped while this ran"
+            self.clock.now(), "the daemon stopped while this ran", alive=_process_alive
         )
         for run in lost:
             log.warning("run %d of %s was left unfinished: marked lost", run.run_id, run.job)
             job = self.config.jobs.get(run.job) if self.config else None
             if job and run.trigger != "manual" and run.attempts <= job.retries and run.attempts:
                 flow = self.config.flow_of(job.name)
-                self._start(flow, run.logical_time, "retry", jobs=(job.name,))
+                # Again from the lost job, with what runs after it; a new run, fresh retries.
+                self._start(flow, run.logical_time, "retry", jobs=self.config.downstream(job.name))
 
     def _fire_reboot(self) -> None:
         if self.config is None:

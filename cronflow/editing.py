@@ -370,6 +370,14 @@ def write_new(path: Path, text: str) -> None:
 
 
 def _write(path: Path, text: str, overwrite: bool) -> None:
+    try:
+        _write_file(path, text, overwrite)
+    except OSError as exc:  # read-only folder, no such folder, a file where a folder should be
+        where = exc.filename or path
+        raise CronflowError(f"{where}: cannot write: {exc.strerror}; {path} is unchanged") from None
+
+
+def _write_file(path: Path, text: str, overwrite: bool) -> None:
     target = Path(os.path.realpath(path))
     target.parent.mkdir(parents=True, exist_ok=True)
     try:

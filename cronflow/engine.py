@@ -93,6 +93,11 @@ class Engine:
         flow_run_id, run_ids = self.create(plan)
         return await self.execute_created(plan, flow_run_id, run_ids)
 
+    def cancel(self, plan: FlowRun, run_ids: dict[str, int], note: str) -> None:
+        """Record created runs that will never start as `canceled`."""
+        for job in plan.jobs:
+            self._finish(run_ids[job], job, "canceled", None, note)
+
     async def execute_created(
         self, plan: FlowRun, flow_run_id: int, run_ids: dict[str, int]
     ) -> list[RunRecord]:
@@ -113,7 +118,8 @@ class Engine:
         status = "canceled"
         try:
             upstream = [await done[up] for up in job.after if up in done]
-            decision = flows.decide(job.run_if, upstream)
+            # Upstreams outside this run count as satisfied, whatever run_if asks for.
+            decision = flows.decide(job.run_if, upstream) if upstream else "run"
             if self.stop.is_set():
                 status = "canceled"
                 self._finish(run_id, name, status, None, note="stopped before it started")
@@ -121,7 +127,13 @@ class Engine:
                 status = decision
                 self._finish(run_id, name, status, None, note=_why_not(decision, job.after))
             else:
-                status = await _JobRun(self, plan, job, run_id).run()
+                try:
+                    status = await _JobRun(self, plan, job, run_id).run()
+                except Exception as exc:  # a bug or a failing store: never leave it `running`
+                    status = "failed"
+                    with contextlib.suppress(Exception):
+                        self._finish(run_id, name, status, None, note=f"cronflow error: {exc}")
+                    raise
         finally:
             done[name].set_result(status)
 

@@ -10,8 +10,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 Graph = Mapping[str, Sequence[str]]
 
-FAILED = frozenset({"failed", "timeout", "canceled", "upstream_failed", "lost", "missed"})
-FINISHED = FAILED | {"success", "skipped"}
+# The statuses that make a run (and `cronflow run`, `logs -f`) count as failed (SPEC §7).
+FAILED = frozenset({"failed", "timeout", "canceled", "upstream_failed", "lost"})
+FINISHED = FAILED | {"success", "skipped", "missed"}
 
 
 def find_cycle(graph: Graph) -> list[str] | None:

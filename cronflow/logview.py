@@ -32,7 +32,7 @@ class LogLine:
 def find_run(store: Store | None, target: str) -> RunRecord:
     """The run with id TARGET, or the latest run of job TARGET."""
     run = None
-    if store is not None:
+    if store is not None and not (target.isdigit() and int(target) >= 2**63):
         run = store.get_run(int(target)) if target.isdigit() else store.latest_run(target)
     if run is None:
         what = f"run {target}" if target.isdigit() else f"runs of job {target!r}"

@@ -136,14 +136,23 @@ class LiveOutput:
 
     def __init__(self, prefix: bool) -> None:
         self.prefix = prefix
+        self.closed: set[Any] = set()
 
     def output(self, job: str, stream: str, data: bytes) -> None:
+        target = sys.stderr if stream == "err" else sys.stdout
+        if target in self.closed:
+            return
         text = data.decode("utf-8", "replace")
         if not text.endswith("\n"):
             text += "\n"
-        target = sys.stderr if stream == "err" else sys.stdout
-        target.write(f"{job} | {text}" if self.prefix else text)
-        target.flush()
+        try:
+            target.write(f"{job} | {text}" if self.prefix else text)
+            target.flush()
+        except BrokenPipeError:
+            # `cronflow run job | head -1`: the reader left; the job runs on, its output is
+            # still stored. Later writes (and the flush at exit) go to /dev/null.
+            self.closed.add(target)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), target.fileno())
 
     def status(self, job: str, run_id: int, status: str, detail: str) -> None:
         if status == "running" and detail == "attempt 1":

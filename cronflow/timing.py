@@ -38,26 +38,37 @@ class Due:
 
 
 def due(
-    schedule: Schedule, zone: ZoneInfo, accounted: datetime, now: datetime, catchup: str
+    schedule: Schedule,
+    zone: ZoneInfo,
+    accounted: datetime,
+    now: datetime,
+    catchup: str,
+    awake_since: datetime | None = None,
 ) -> Due:
-    """Fires in (accounted, now]: those at most LATE_AFTER old run on time; older ones are
-    missed, and `catchup` (none | latest | all) decides what of them runs."""
+    """Fires in (accounted, now]. A fire runs on time when the daemon was awake at its time
+    (at or after `awake_since`: its start, or its wake-up after a suspend) and notices it at
+    most LATE_AFTER late; the others are missed, and `catchup` (none | latest | all) decides
+    what of them runs."""
     if now <= accounted:
         return Due()  # the clock went back: never fire a slot twice
     total, first, fires = _fires_after(schedule, zone, accounted, now)
-    late = [f for f in fires if now - f > LATE_AFTER]
-    on_time = [f for f in fires if now - f <= LATE_AFTER]
+
+    def on_time(fire: datetime) -> bool:
+        return now - fire <= LATE_AFTER and (awake_since is None or fire >= awake_since)
+
+    late = [f for f in fires if not on_time(f)]
+    on_time_fires = [f for f in fires if on_time(f)]
     if not late:
-        return Due(on_time=on_time)
-    late_total = total - len(on_time)
+        return Due(on_time=on_time_fires)
+    late_total = total - len(on_time_fires)
     if catchup == "latest":
-        return Due(on_time=on_time, catchup=[late[-1]])
+        return Due(on_time=on_time_fires, catchup=[late[-1]])
     if catchup == "all":
         kept = late[-MAX_CATCHUP:]
         dropped = late_total - len(kept)
         missed = Missed(dropped, first, late[-len(kept) - 1]) if dropped else None
-        return Due(on_time=on_time, catchup=kept, missed=missed)
-    return Due(on_time=on_time, missed=Missed(late_total, first, late[-1]))
+        return Due(on_time=on_time_fires, catchup=kept, missed=missed)
+    return Due(on_time=on_time_fires, missed=Missed(late_total, first, late[-1]))
 
 
 def _fires_after(

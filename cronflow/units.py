@@ -24,8 +24,18 @@ DURATION_HELP = 'a duration like "90s", "5m", "1h30m", "2d", or a whole number o
 SIZE_HELP = 'a size like "512KiB", "1MiB", or a whole number of bytes'
 
 
+MAX_DURATION = 100 * 365 * 86400  # a century: beyond it, dates leave what datetime can hold
+
+
 def parse_duration(value: object) -> float:
     """Seconds in a duration: "1h30m", "90s", or an int of seconds. ValueError otherwise."""
+    seconds = _duration_seconds(value)
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{value!r} is longer than 100 years")
+    return seconds
+
+
+def _duration_seconds(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected {DURATION_HELP}, got {value!r}")
     if isinstance(value, int):

@@ -248,3 +248,21 @@ def test_unreadable_files_give_one_line(tmp_path: Path) -> None:
     binary.write_bytes(b"a = 1\n\xff\xfe\x00garbage")
     with pytest.raises(CronflowError, match=r"binary.toml:2: not a TOML text file"):
         load_config(binary)
+
+
+def test_graph_problems_show_beside_key_problems() -> None:
+    found = problems(
+        '[jobs.a]\ncommand = "x"\nretires = 3\n'
+        '[jobs.b]\ncommand = "x"\nafter = ["ghost"]\nschedule = "@daily"\n'
+        '[jobs.c]\ncommand = "x"\nafter = ["a"]\n'
+    )
+    assert found == [
+        "jobs.toml:3: jobs.a.retires: unknown key (did you mean 'retries'?)",
+        "jobs.toml:6: jobs.b.after: unknown job 'ghost'",
+        "jobs.toml:7: jobs.b.schedule: only jobs without 'after' may have a schedule; "
+        "b runs after ghost",
+    ]
+
+
+def test_array_of_jobs_tables_is_located() -> None:
+    assert problems('[[jobs]]\ncommand = "x"\n') == ["jobs.toml:1: jobs: must be a table ([jobs])"]

@@ -125,3 +125,13 @@ def test_jitter_stays_within_bounds(jitter: float) -> None:
     assert all(0 <= d <= jitter for d in delays)
     if jitter:
         assert max(delays) > jitter * 0.9 and min(delays) < jitter * 0.1
+
+
+def test_fires_from_before_the_daemon_woke_are_missed_even_if_recent() -> None:
+    schedule = parse_schedule("@every 2s")
+    accounted, started = utc(2026, 1, 1, 12), utc(2026, 1, 1, 12, 0, 9)
+    decision = due(schedule, UTC, accounted, started, "none", awake_since=started)
+    assert decision.on_time == []
+    assert decision.missed.count == 4  # 12:00:02, :04, :06, :08 were not seen on time
+    running = due(schedule, UTC, started, utc(2026, 1, 1, 12, 0, 10), "none", started)
+    assert running.on_time == [utc(2026, 1, 1, 12, 0, 10)] and running.missed is None
