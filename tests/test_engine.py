@@ -260,3 +260,13 @@ def test_max_parallel_queues_jobs(tmp_path: Path) -> None:
         for r in runs.values()
     )
     assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
+
+
+def test_a_failure_handler_run_by_hand_runs(tmp_path: Path) -> None:
+    runs, _, _ = run_flow(
+        tmp_path,
+        '[jobs.a]\ncommand = "true"\n[jobs.alert]\nafter = ["a"]\nrun_if = "failure"\n'
+        'command = "true"\n',
+        jobs=("alert",),
+    )
+    assert runs["alert"].status == "success"

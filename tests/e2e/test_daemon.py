@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from cronflow.store import Store
-from tests.conftest import cronflow, wait_until
+from tests.conftest import CRONFLOW, cronflow, wait_until
 from tests.e2e.conftest import Daemon, launch
 
 EVERY_SECOND = '[jobs.tick]\nschedule = "@every 1s"\ncommand = "echo tick"\n'
@@ -209,19 +210,50 @@ def test_daemon_without_job_file_waits_for_it(daemons, tmp_path: Path) -> None:
 
 
 def test_overlap_queue_keeps_one_waiting_run(daemons, tmp_path: Path) -> None:
-    d = launch(daemons, tmp_path, """
+    d = launch(
+        daemons,
+        tmp_path,
+        """
 [jobs.slow]
 schedule = "@every 1s"
 overlap = "queue"
 command = "sleep 1.5"
-""")
-    wait_until(lambda: len([r for r in d.runs("slow") if r["status"] == "success"]) >= 2,
-               timeout=20, what="two queued runs to finish")
+""",
+    )
+    wait_until(
+        lambda: len([r for r in d.runs("slow") if r["status"] == "success"]) >= 2,
+        timeout=20,
+        what="two queued runs to finish",
+    )
     d.stop()
     runs = sorted(d.runs("slow"), key=lambda r: r["run_id"])
     done = [r for r in runs if r["status"] == "success"]
     assert any(r["status"] == "skipped" for r in runs)  # a third fire found the queue full
     first, second = done[0], done[1]
-    gap = (datetime.fromisoformat(second["started_at"])
-           - datetime.fromisoformat(first["finished_at"])).total_seconds()
+    gap = (
+        datetime.fromisoformat(second["started_at"]) - datetime.fromisoformat(first["finished_at"])
+    ).total_seconds()
     assert 0 <= gap < 0.5  # the queued run started as soon as the previous one ended
+
+
+def test_starting_the_daemon_leaves_a_live_manual_run_alone(daemons, tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    config = tmp_path / "jobs.toml"
+    config.write_text(f'[jobs.slow]\ncommand = "touch {started}; sleep 2"\nretries = 1\n')
+    manual = subprocess.Popen(
+        [*CRONFLOW, "run", "slow", "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(started.exists, what="the manual run to start")
+        d = launch(daemons, tmp_path, None)
+        assert manual.wait(timeout=30) == 0
+        d.stop()
+    finally:
+        if manual.poll() is None:
+            manual.kill()
+            manual.wait()
+    runs = d.runs("slow")
+    assert [(r["status"], r["trigger"]) for r in runs] == [("success", "manual")]
+    assert "lost" not in d.log.read_text()

@@ -210,3 +210,24 @@ def test_output_that_is_not_utf8_is_kept_and_shown_replaced(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "caf\ufffd"
     assert cronflow("logs", "latin").stdout.splitlines()[1] == "caf\ufffd"
+
+
+def test_a_closed_pipe_does_not_kill_the_job(tmp_path: Path) -> None:
+    done = tmp_path / "done"
+    config = write(
+        tmp_path,
+        f"""
+[jobs.chatty]
+command = 'for i in $(seq 1 3000); do echo line $i; done; touch {done}'
+""",
+    )
+    pipeline = subprocess.run(
+        f"{' '.join(CRONFLOW)} run chatty -c {config} | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert pipeline.stdout == "line 1\n"
+    assert done.exists()
+    assert history(config)[0]["status"] == "success"
