@@ -328,7 +328,7 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Daemon running or not, the job file's error if any, running jobs, next fires."""
     from cronflow import overview
     from cronflow.config import load_config, local_zone
-    from cronflow.daemon import running_daemon_pid
+    from cronflow.lock import running_daemon_pid
 
     path = _Paths.config(config)
     pid = running_daemon_pid(_Paths.state_dir() / "cronflow.lock")
@@ -573,7 +573,7 @@ def _nudge_daemon() -> None:
     """SIGHUP a running daemon so a changed job file applies now, not at its next check."""
     import signal
 
-    from cronflow.daemon import running_daemon_pid
+    from cronflow.lock import running_daemon_pid
 
     pid = running_daemon_pid(_Paths.state_dir() / "cronflow.lock")
     if pid is None or pid <= 0:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -24,6 +23,7 @@ from cronflow.clock import Clock
 from cronflow.config import Config, Flow, load_config
 from cronflow.engine import Engine, FlowRun
 from cronflow.errors import ConfigError, CronflowError
+from cronflow.lock import Lock
 from cronflow.systemd import Notifier
 
 if TYPE_CHECKING:
@@ -48,50 +48,6 @@ class FlowState:
     next_fire: datetime | None = None
     active: int = 0
     pending: deque[tuple[datetime, str]] = field(default_factory=deque)
-
-
-class Lock:
-    """One daemon per state directory: an flock held for the daemon's life."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = os.read(fd, 32).decode().strip() or "?"
-            os.close(fd)
-            raise CronflowError(
-                f"another cronflow daemon is running (pid {pid}) for {self.path.parent}"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self.fd = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
-def running_daemon_pid(lock_path: Path) -> int | None:
-    """The pid of the daemon holding `lock_path`, or None if no daemon holds it."""
-    try:
-        fd = os.open(lock_path, os.O_RDONLY)
-    except OSError:  # no lock file (or no state folder): no daemon
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        text = os.read(fd, 32).decode().strip()
-        return int(text) if text.isdigit() else -1
-    finally:
-        os.close(fd)
-    return None
 
 
 def boot_id() -> str:

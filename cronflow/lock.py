@@ -1,0 +1,53 @@
+"""One daemon per state directory: an flock held for the daemon's life, with its pid inside."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from cronflow.errors import CronflowError
+
+
+class Lock:
+    """One daemon per state directory: an flock held for the daemon's life."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.read(fd, 32).decode().strip() or "?"
+            os.close(fd)
+            raise CronflowError(
+                f"another cronflow daemon is running (pid {pid}) for {self.path.parent}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def running_daemon_pid(lock_path: Path) -> int | None:
+    """The pid of the daemon holding `lock_path`, or None if no daemon holds it."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:  # no lock file (or no state folder): no daemon
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.read(fd, 32).decode().strip()
+        return int(text) if text.isdigit() else -1
+    finally:
+        os.close(fd)
+    return None
