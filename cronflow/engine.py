@@ -20,7 +20,8 @@ from cronflow.runner import AttemptResult, Command, run_attempt
 
 if TYPE_CHECKING:
     from cronflow.config import Config, Job
-    from cronflow.store import RunRecord, Store
+    from cronflow.records import RunRecord
+    from cronflow.store import Store
 
 HOOK_TIMEOUT = 60.0
 HOOK_KILL_GRACE = 5.0

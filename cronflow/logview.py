@@ -12,7 +12,8 @@ from cronflow.flows import FAILED, FINISHED
 from cronflow.units import format_duration
 
 if TYPE_CHECKING:
-    from cronflow.store import AttemptRecord, HookRecord, OutputChunk, RunRecord, Store
+    from cronflow.records import AttemptRecord, HookRecord, OutputChunk, RunRecord
+    from cronflow.store import Store
 
 FOLLOW_POLL_SECONDS = 0.1  # `logs -f` shows a line within this (plus the engine's flush)
 

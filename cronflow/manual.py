@@ -15,7 +15,8 @@ from cronflow.flows import FAILED
 
 if TYPE_CHECKING:
     from cronflow.config import Config
-    from cronflow.store import RunRecord, Store
+    from cronflow.records import RunRecord
+    from cronflow.store import Store
 
 MAX_BACKFILL = 100_000
 

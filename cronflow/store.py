@@ -16,13 +16,13 @@ import sqlite3
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from cronflow.clock import Clock
 from cronflow.errors import CronflowError
+from cronflow.records import AttemptRecord, HookRecord, OutputChunk, RunRecord
 
 STATUSES = frozenset(
     {"queued", "running", "retrying", "success", "failed", "timeout", "canceled", "skipped",
@@ -46,86 +46,6 @@ def _to_us(moment: datetime) -> int:
 
 def _from_us(value: int | None) -> datetime | None:
     return None if value is None else _EPOCH + timedelta(microseconds=value)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
-
-
-# --- records --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    """One run of one job (`attempts` is how many attempts started)."""
-
-    run_id: int
-    job: str
-    flow_run_id: int
-    logical_time: datetime
-    trigger: str
-    status: str
-    attempts: int
-    started_at: datetime | None
-    finished_at: datetime | None
-    duration: float | None
-    exit_code: int | None
-    note: str | None
-    cpu_seconds: float | None
-    max_rss_kb: int | None
-
-    def to_json(self) -> dict[str, Any]:
-        """The `history --json` shape of SPEC §7 (plus cpu_seconds and max_rss_kb)."""
-        return {
-            "run_id": self.run_id,
-            "job": self.job,
-            "flow_run_id": self.flow_run_id,
-            "logical_time": _iso(self.logical_time),
-            "trigger": self.trigger,
-            "status": self.status,
-            "attempts": self.attempts,
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
-            "duration": self.duration,
-            "exit_code": self.exit_code,
-            "note": self.note,
-            "cpu_seconds": self.cpu_seconds,
-            "max_rss_kb": self.max_rss_kb,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    run_id: int
-    number: int
-    started_at: datetime
-    finished_at: datetime | None
-    status: str
-    exit_code: int | None
-    cpu_seconds: float | None
-    max_rss_kb: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class HookRecord:
-    id: int
-    run_id: int
-    attempt: int
-    hook: str
-    started_at: datetime
-    finished_at: datetime | None
-    exit_code: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class OutputChunk:
-    id: int
-    run_id: int
-    attempt: int
-    hook_id: int | None
-    stream: str
-    at: datetime
-    data: bytes
 
 
 _RUN_COLUMNS = (
