@@ -82,6 +82,7 @@ class Daemon:
         self.started = self.clock.now()
         self.awake_since = self.started  # fires before this were missed (down or asleep)
         self.last_look = (self.started, self.clock.monotonic())
+        self.dirty = True  # written since the last checkpoint
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -98,6 +99,7 @@ class Daemon:
         self.engine = Engine(
             self.store, max_parallel=32, clock=self.clock, observer=_LogObserver(), base_env=env
         )
+        self.store.defer_checkpoints()
         self._reload(first=True)
         self._record_start()
         self._recover()
@@ -113,7 +115,11 @@ class Daemon:
             if watchdog and self.clock.monotonic() >= next_ping:
                 self.notifier.watchdog()
                 next_ping = self.clock.monotonic() + watchdog
-            await self._sleep(self._seconds_to_next_event(watchdog))
+            wait = self._seconds_to_next_event(watchdog)
+            if wait > 1.0 and self.dirty:
+                self.store.checkpoint()  # now, rather than inside the write of a fire
+                self.dirty = False
+            await self._sleep(wait)
         await self._shutdown()
 
     def _ask_stop(self) -> None:
@@ -229,6 +235,7 @@ class Daemon:
         now = self.clock.now()
         self._notice_jump(now)
         paused: set[str] | None = None
+        handled: list[str] = []
         for flow in self.config.flows:
             state = self.flows[flow.name]
             if state.next_fire is None or state.next_fire > now or flow.schedule is None:
@@ -248,7 +255,10 @@ class Daemon:
                 self._apply(flow, decision)
             state.accounted = now
             state.next_fire = _utc(flow.next_fire(now))
-            self._persist(flow.name, now)
+            handled.append(flow.name)
+        self.dirty = self.dirty or bool(handled) or bool(self.tasks)
+        if handled:  # one transaction for every flow handled at this wake-up
+            self.store.set_states({STATE_ACCOUNTED + name: now.isoformat() for name in handled})
         self._prune(now)
 
     def _notice_jump(self, now: datetime) -> None:
@@ -357,22 +367,28 @@ class Daemon:
 
     def _record_missed(self, flow: Flow, missed: timing.Missed) -> None:
         log.warning("%s: %s", flow.name, missed.note())
-        flow_run = self.store.new_flow_run(flow.name, missed.last, "catchup")
-        for root in flow.roots:
-            run_id = self.store.new_run(
-                flow_run, root, missed.last, "catchup", status="missed", note=missed.note()
-            )
-            self.store.update_run(run_id, finished_at=self.clock.now())
+        self.store.create_flow_run(
+            flow.name,
+            missed.last,
+            "catchup",
+            flow.roots,
+            status="missed",
+            note=missed.note(),
+            finished_at=self.clock.now(),
+        )
 
     def _record_skipped(self, flow: Flow, logical_time: datetime, trigger: str) -> None:
         note = "the previous run of this flow was still going (overlap)"
         log.info("%s: skipped the fire at %s: %s", flow.name, logical_time.isoformat(), note)
-        flow_run = self.store.new_flow_run(flow.name, logical_time, trigger)
-        for root in flow.roots:
-            run_id = self.store.new_run(
-                flow_run, root, logical_time, trigger, status="skipped", note=note
-            )
-            self.store.update_run(run_id, finished_at=self.clock.now())
+        self.store.create_flow_run(
+            flow.name,
+            logical_time,
+            trigger,
+            flow.roots,
+            status="skipped",
+            note=note,
+            finished_at=self.clock.now(),
+        )
 
     def _seconds_to_next_event(self, watchdog: float | None) -> float:
         wait = min(CHECK_SECONDS, watchdog or CHECK_SECONDS)

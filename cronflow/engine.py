@@ -82,12 +82,9 @@ class Engine:
 
     def create(self, plan: FlowRun, note: str | None = None) -> tuple[int, dict[str, int]]:
         """Record the flow run and one `queued` run per job; returns their ids."""
-        flow_run_id = self.store.new_flow_run(plan.flow, plan.logical_time, plan.trigger)
-        run_ids = {
-            job: self.store.new_run(flow_run_id, job, plan.logical_time, plan.trigger, note=note)
-            for job in plan.jobs
-        }
-        return flow_run_id, run_ids
+        return self.store.create_flow_run(
+            plan.flow, plan.logical_time, plan.trigger, plan.jobs, note=note
+        )
 
     async def execute(self, plan: FlowRun) -> list[RunRecord]:
         """Run `plan` to its end and return the runs it recorded."""
@@ -228,12 +225,7 @@ class _JobRun:
 
     async def _attempt(self, attempt: int) -> AttemptResult:
         engine, job = self.engine, self.job
-        now = engine.clock.now()
-        self.store.start_attempt(self.run_id, attempt, now)
-        fields: dict[str, Any] = {"status": "running", "attempts": attempt}
-        if attempt == 1:
-            fields["started_at"] = now
-        self.store.update_run(self.run_id, **fields)
+        self.store.start_attempt(self.run_id, attempt, engine.clock.now())
         engine.observer.status(job.name, self.run_id, "running", f"attempt {attempt}")
         command = Command(
             argv=job.argv(),

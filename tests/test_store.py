@@ -567,3 +567,30 @@ def test_bugs_are_not_disguised(store: Store) -> None:
         run_id = add_run(store, "a")
         store.start_attempt(run_id, 1, at(0))
         store.start_attempt(run_id, 1, at(0))
+
+
+def test_create_flow_run_records_every_job_in_one_go(store: Store) -> None:
+    flow_run, ids = store.create_flow_run("etl", at(0), "schedule", ["a", "b"])
+    assert [r.run_id for r in store.runs_in_flow_run(flow_run)] == [ids["a"], ids["b"]]
+    assert {r.status for r in store.runs_in_flow_run(flow_run)} == {"queued"}
+    _, missed = store.create_flow_run(
+        "etl", at(60), "catchup", ["a"], status="missed", note="missed 3 fires", finished_at=at(61)
+    )
+    run = store.get_run(missed["a"])
+    assert (run.status, run.note, run.finished_at) == ("missed", "missed 3 fires", at(61))
+
+
+def test_start_attempt_marks_the_run_running_from_its_first_attempt(store: Store) -> None:
+    _, ids = store.create_flow_run("f", at(0), "manual", ["a"])
+    store.start_attempt(ids["a"], 1, at(5))
+    store.start_attempt(ids["a"], 2, at(9))
+    run = store.get_run(ids["a"])
+    assert (run.status, run.started_at, run.attempts) == ("running", at(5), 2)
+
+
+def test_state_keys_in_one_transaction_and_checkpoints(store: Store) -> None:
+    store.set_states({"a": "1", "b": "2"})
+    assert (store.get_state("a"), store.get_state("b")) == ("1", "2")
+    store.defer_checkpoints()
+    store.checkpoint()
+    assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 10000
