@@ -213,6 +213,7 @@ class Daemon:
         log.error("job file invalid (%s): %s", keeping, message)
         self.config_error = message
         self.store.set_state("daemon:config_error", message)
+        self.notifier.status(self._summary())
 
     def _record_start(self) -> None:
         self.store.set_state("daemon:pid", str(os.getpid()))
@@ -343,9 +344,11 @@ class Daemon:
             self.tasks.discard(t)
             state.active -= 1
             self._start_pending(flow.name)
+            self.notifier.status(self._summary())
             self.wake.set()
 
         task.add_done_callback(finished)
+        self.notifier.status(self._summary())
 
     async def _execute(self, plan: FlowRun, delay: float) -> None:
         assert self.engine is not None
@@ -437,7 +440,8 @@ class Daemon:
         if self.config is None:
             return "no job file yet"
         running = sum(s.active for s in self.flows.values())
-        return f"{len(self.config.jobs)} jobs, {running} flow runs going"
+        problem = "; job file invalid, running the last good one" if self.config_error else ""
+        return f"{len(self.config.jobs)} jobs, {running} flow runs going{problem}"
 
 
 def _process_alive(pid: int) -> bool:
