@@ -78,11 +78,11 @@ def _fires_after(
     fires: list[datetime] = []
     total, first = 0, None
     while (found := schedule.next_fire(after, zone)) is not None and found <= until:
-        fire = found.astimezone(UTC)  # in one zone, aware datetimes compare by wall clock
-        if not fires or fire > fires[-1]:
-            fires.append(fire)
+        # In one zone, aware datetimes compare by wall clock (ignoring fold): compare in UTC.
+        if not fires or found.astimezone(UTC) > fires[-1].astimezone(UTC):
+            fires.append(found)
             total += 1
-            first = first or fire
+            first = first or found
         after = found
         if len(fires) > 4 * MAX_CATCHUP:  # weeks of `@every 1s`: keep the newest only
             del fires[: -MAX_CATCHUP - 1]

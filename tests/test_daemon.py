@@ -1,0 +1,108 @@
+"""The daemon's decisions on a virtual clock: days of ticks in well under a second, no processes.
+
+`_start` (which would hand a flow run to the engine) is replaced by a recorder, so what is
+tested is exactly when the daemon decides to fire, skip, or record a miss.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from cronflow.clock import VirtualClock
+from cronflow.daemon import Daemon
+from cronflow.engine import Engine
+from cronflow.store import Store
+from cronflow.systemd import Notifier
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, toml: str, start: datetime) -> None:
+        self.config = tmp_path / "jobs.toml"
+        self.config.write_text(toml)
+        self.clock = VirtualClock(start)
+        self.store = Store(tmp_path / "state" / "cronflow.db", clock=self.clock)
+        self.fired: list[tuple[str, datetime, str]] = []
+        self.daemon = self.new_daemon()
+
+    def new_daemon(self) -> Daemon:
+        daemon = Daemon(self.config, self.store, clock=self.clock, notifier=Notifier(None))
+        daemon.engine = Engine(self.store, max_parallel=4, clock=self.clock)
+        daemon._start = lambda flow, when, trigger, jobs=None: self.fired.append(  # type: ignore[method-assign]
+            (flow.name, when.astimezone(UTC), trigger)
+        )
+        daemon._reload(first=True)
+        return daemon
+
+    def run_for(self, seconds: float, step: float = 5.0) -> None:
+        end = self.clock.now() + timedelta(seconds=seconds)
+        while self.clock.now() < end:
+            self.clock.advance(step)
+            self.daemon._tick()
+
+    def statuses(self, job: str) -> list[tuple[str, str | None]]:
+        return [(r.status, r.note) for r in self.store.history(job, limit=None)]
+
+
+@pytest.fixture
+def berlin_daily(tmp_path: Path) -> Harness:
+    toml = '[jobs.backup]\nschedule = "30 2 * * *"\ntimezone = "Europe/Berlin"\ncommand = "x"\n'
+    return Harness(tmp_path, toml, datetime(2026, 3, 27, 12, tzinfo=UTC))
+
+
+def test_days_of_ticks_across_spring_forward_fire_once_a_day(berlin_daily: Harness) -> None:
+    berlin_daily.run_for(3 * 86400)
+    assert [(f[1].astimezone(BERLIN).isoformat(), f[2]) for f in berlin_daily.fired] == [
+        ("2026-03-28T02:30:00+01:00", "schedule"),
+        ("2026-03-29T03:00:00+02:00", "schedule"),  # 02:30 did not exist that night
+        ("2026-03-30T02:30:00+02:00", "schedule"),
+    ]
+
+
+def test_a_suspend_over_a_fire_records_one_missed_run(berlin_daily: Harness) -> None:
+    h = berlin_daily
+    h.run_for(12 * 3600)  # to 00:00 UTC on the 28th, before the 01:30 UTC fire
+    h.clock.jump_wall(5 * 3600)  # the laptop sleeps through it; monotonic time stood still
+    h.run_for(10)
+    assert h.fired == []
+    assert h.statuses("backup") == [("missed", "missed the fire at 2026-03-28T02:30:00+01:00")]
+
+
+def test_paused_flows_do_not_fire_and_resume_from_the_next_fire(berlin_daily: Harness) -> None:
+    h = berlin_daily
+    h.store.set_paused("backup", True, h.clock.now())
+    h.run_for(86400)
+    assert h.fired == [] and h.statuses("backup") == []
+    h.store.set_paused("backup", False, h.clock.now())
+    h.run_for(86400)
+    assert [f[1].isoformat() for f in h.fired] == ["2026-03-29T01:00:00+00:00"]
+
+
+def test_restart_after_downtime_applies_catchup(tmp_path: Path) -> None:
+    toml = '[jobs.hourly]\nschedule = "0 * * * *"\ncatchup = "all"\ncommand = "x"\n'
+    h = Harness(tmp_path, toml, datetime(2026, 1, 1, 0, 30, tzinfo=UTC))
+    h.run_for(3600)  # fires 01:00 on time
+    h.clock.advance(3 * 3600)  # the daemon is down for three hours
+    h.daemon = h.new_daemon()
+    h.daemon._tick()
+    # One catch-up run starts now; the others wait their turn, oldest first.
+    assert [(f[1].hour, f[2]) for f in h.fired] == [(1, "schedule"), (2, "catchup")]
+    assert [(t.hour, trigger) for t, trigger in h.daemon.flows["hourly"].pending] == [
+        (3, "catchup"),
+        (4, "catchup"),
+    ]
+
+
+def test_a_backwards_clock_step_fires_no_slot_twice(tmp_path: Path) -> None:
+    toml = '[jobs.q]\nschedule = "*/15 * * * *"\ncommand = "x"\n'
+    h = Harness(tmp_path, toml, datetime(2026, 1, 1, tzinfo=UTC))
+    h.run_for(3600)
+    h.clock.jump_wall(-1800)  # NTP steps the clock back half an hour
+    h.run_for(3600)
+    times = [f[1] for f in h.fired]
+    assert len(times) == len(set(times)) == 6  # 00:15 … 01:30, each once
