@@ -273,7 +273,8 @@ class Schedule:
         if self.follows_clock:
             wall -= _fall_back_ahead(after_utc, local, tz)
         best: datetime | None = None
-        while (wall := self._next_wall(wall)) is not None:
+        while (found := self._next_wall(wall)) is not None:
+            wall = found
             instants = _instants(wall, tz, self.follows_clock)
             later = [t for t in instants if t > after_utc]
             if later and (best is None or later[0] < best):

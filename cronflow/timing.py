@@ -66,9 +66,9 @@ def due(
     if catchup == "all":
         kept = late[-MAX_CATCHUP:]
         dropped = late_total - len(kept)
-        missed = Missed(dropped, first, late[-len(kept) - 1]) if dropped else None
+        missed = Missed(dropped, first or late[0], late[-len(kept) - 1]) if dropped else None
         return Due(on_time=on_time_fires, catchup=kept, missed=missed)
-    return Due(on_time=on_time_fires, missed=Missed(late_total, first, late[-1]))
+    return Due(on_time=on_time_fires, missed=Missed(late_total, first or late[0], late[-1]))
 
 
 def _fires_after(
