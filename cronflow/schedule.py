@@ -191,8 +191,10 @@ def _check_can_fire(text: str, doms: frozenset[int], months: frozenset[int]) -> 
     """With the AND day rule, some allowed day must exist in some allowed month (Feb has 29)."""
     if any(day <= calendar.monthrange(2000, month)[1] for month in months for day in doms):
         return
-    days = _describe_set(tuple(sorted(doms)))
-    month_list = _describe_set(tuple(sorted(months)), _MONTH_WORDS)
+    from cronflow.wording import values_text
+
+    days = values_text(tuple(sorted(doms)))
+    month_list = values_text(tuple(sorted(months)), _MONTH_WORDS)
     raise ScheduleError(
         f"{text!r} can never fire: day {days} of the month never falls in {month_list}"
     )
@@ -253,14 +255,16 @@ class Schedule:
 
     def describe(self) -> str:
         """Plain English for `list` and `next`: "at 06:00 every day", "every 15 minutes"."""
+        from cronflow import wording
+
         if self.kind == "reboot":
             return "once when the daemon starts after boot"
         if self.kind == "every":
-            return f"every {_describe_interval(self._interval)} (aligned to the epoch)"
+            return f"every {wording.interval(self._interval)} (aligned to the epoch)"
         if self.kind == "at":
             assert self._at is not None
-            return "once at " + _describe_at(self._at)
-        return _describe_cron(self._fields, self._sets) or f"cron: {self.text}"
+            return "once at " + wording.moment(self._at)
+        return wording.cron(self._fields, self._sets) or f"cron: {self.text}"
 
     # -- cron search -------------------------------------------------------------------------
 
@@ -438,87 +442,3 @@ def _parse_cron(text: str, words: list[str]) -> Schedule:
         _sets=tuple(tuple(sorted(s)) for s in sets),
         _day_or=day_or,
     )
-
-
-# -- describing ------------------------------------------------------------------------------
-
-
-def _describe_interval(seconds: int) -> str:
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
-        if seconds % size == 0:
-            count = seconds // size
-            return unit if count == 1 else f"{count} {unit}s"
-    raise AssertionError("unreachable")
-
-
-def _describe_at(moment: datetime) -> str:
-    shown = moment.strftime("%Y-%m-%d %H:%M" + (":%S" if moment.second else ""))
-    if moment.tzinfo is None:
-        return shown
-    offset = moment.isoformat()[len(moment.replace(tzinfo=None).isoformat()) :]
-    return f"{shown} {offset}"
-
-
-def _join(words: list[str]) -> str:
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
-
-
-def _describe_set(values: tuple[int, ...], words: list[str] | None = None) -> str:
-    """'Monday through Friday', '1 and 15', 'January, March and May'."""
-    names = [words[v] if words else str(v) for v in values]
-    run = tuple(range(values[0], values[-1] + 1))
-    if len(values) > 2 and values == run:
-        return f"{names[0]} through {names[-1]}"
-    return _join(names)
-
-
-def _describe_cron(fields: tuple[str, ...], sets: tuple[tuple[int, ...], ...]) -> str | None:
-    minute_f, hour_f, dom_f, month_f, dow_f = fields
-    minutes, hours, doms, months, dows = sets
-    time = _describe_time(minute_f, hour_f, minutes, hours)
-    if time is None:
-        return None
-    if dom_f != "*" and dow_f != "*" and "*" in (dom_f[0], dow_f[0]):
-        return None  # the AND rule with a stepped '*': too exotic for a sentence
-    months_text = _describe_set(months, _MONTH_WORDS) if month_f != "*" else ""
-    plural = "s" if len(doms) > 1 else ""
-    dom_text = f"on day{plural} {_describe_set(doms)}"
-    dow_text = "on " + _describe_set(_sunday_last(dows), _DAY_WORDS * 2)
-    if dom_f != "*" and dow_f != "*":
-        days = f"{dom_text} or {dow_text}" + (f" in {months_text}" if months_text else "")
-    elif dom_f != "*":
-        days = f"{dom_text} of " + (months_text or "the month")
-    elif dow_f != "*":
-        days = dow_text + (f" in {months_text}" if months_text else "")
-    elif months_text:
-        days = f"every day in {months_text}" if time.startswith("at ") else f"in {months_text}"
-    else:
-        days = "every day" if time.startswith("at ") and "hour" not in time else ""
-    return f"{time} {days}".strip()
-
-
-def _sunday_last(dows: tuple[int, ...]) -> tuple[int, ...]:
-    """Weekdays with Sunday as 7 when that makes a run (Monday-based weeks read better)."""
-    return tuple(sorted(7 if d == 0 and dows != (0,) and 6 in dows else d for d in dows))
-
-
-def _describe_time(
-    minute_f: str, hour_f: str, minutes: tuple[int, ...], hours: tuple[int, ...]
-) -> str | None:
-    if hour_f == "*":
-        if minute_f == "*":
-            return "every minute"
-        step = re.fullmatch(r"\*/(\d+)", minute_f)
-        if step and 60 % int(step.group(1)) == 0:
-            return f"every {step.group(1)} minutes"
-        if len(minutes) == 1:
-            return f"at minute {minutes[0]} past every hour"
-        return f"at minutes {_describe_set(minutes)} past every hour"
-    if len(minutes) * len(hours) <= 4:
-        return "at " + _join([f"{h:02d}:{m:02d}" for h in hours for m in minutes])
-    hour_step = re.fullmatch(r"\*/(\d+)", hour_f)
-    if len(minutes) == 1 and hour_step:
-        return f"at minute {minutes[0]} past every {hour_step.group(1)} hours"
-    if len(minutes) == 1:
-        return f"at minute {minutes[0]} past hours {_describe_set(hours)}"
-    return None
