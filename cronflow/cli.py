@@ -3,8 +3,10 @@
 import contextlib
 import os
 import sys
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -13,6 +15,7 @@ from cronflow.errors import ConfigError, CronflowError
 
 if TYPE_CHECKING:
     from cronflow.config import Config
+    from cronflow.store import Store
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -81,7 +84,7 @@ def _load(config: Path | None) -> "Config":
     return load_config(_Paths.config(config))
 
 
-def _now():  # noqa: ANN202 - datetime, imported lazily
+def _now() -> datetime:
     from cronflow.clock import Clock
 
     return Clock().now()
@@ -188,9 +191,9 @@ def _backfill(
     cfg: "Config",
     job: str,
     only: bool,
-    first,
-    last,
-    rerun: bool,  # noqa: ANN001
+    first: datetime,
+    last: datetime,
+    rerun: bool,
     parallel: int,
     dry_run: bool,
 ) -> int:
@@ -228,7 +231,7 @@ def _backfill(
     return outcome.exit_code
 
 
-def _open_store():  # noqa: ANN202
+def _open_store() -> "Store":
     from cronflow.store import Store
 
     return Store(_Paths.state_dir() / "cronflow.db")
@@ -647,7 +650,7 @@ def _crontab_text(source: str | None) -> str:
     return listed.stdout
 
 
-def _parse(parser, text: str, *args, option: str):  # noqa: ANN001, ANN202
+def _parse(parser: Callable[..., Any], text: str, *args: Any, option: str) -> Any:
     """Run a units parser on a command-line value; a bad value is a usage error (exit 2)."""
     try:
         return parser(text, *args)
@@ -655,7 +658,7 @@ def _parse(parser, text: str, *args, option: str):  # noqa: ANN001, ANN202
         raise CronflowError(f"{option}: {exc}", 2) from None
 
 
-def _open_store_if_exists():  # noqa: ANN202
+def _open_store_if_exists() -> "Store | None":
     """The state database, or None when nothing has run yet (read-only commands create none)."""
     path = _Paths.state_dir() / "cronflow.db"
     if not path.exists():

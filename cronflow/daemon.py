@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from cronflow import timing
 from cronflow.clock import Clock
-from cronflow.config import Config, Flow, load_config
+from cronflow.config import Config, Flow, Job, load_config
 from cronflow.engine import Engine, FlowRun
 from cronflow.errors import ConfigError, CronflowError
 from cronflow.lock import Lock
@@ -285,7 +285,8 @@ class Daemon:
         for fire in decision.on_time:
             self._fire(flow, fire, "schedule")
 
-    def _root(self, flow: Flow):  # noqa: ANN202 - a Job
+    def _root(self, flow: Flow) -> Job:
+        """The flow's first scheduled root: its overlap, catchup and jitter are the flow's."""
         assert self.config is not None
         scheduled = [self.config.jobs[r] for r in flow.roots if self.config.jobs[r].schedule]
         return scheduled[0] if scheduled else self.config.jobs[flow.roots[0]]
