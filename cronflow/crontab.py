@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cronflow.editing import toml_string
 from cronflow.schedule import ScheduleError, parse_schedule
 
 CRON_MACROS = (
@@ -178,7 +179,7 @@ class _JobBlock:
             hook = _MAIL_HOOK + " ".join(recipients)
             notes.append(f"cron mailed any output to {s.mailto}; `cronflow logs` keeps it now.")
             notes.append("To be mailed when the job fails, uncomment:")
-            notes.append(f"on_failure = {_toml_string(hook).as_string()}")
+            notes.append(f"on_failure = {toml_string(hook).as_string()}")
         return notes
 
 
@@ -551,22 +552,6 @@ def _zone_exists(name: str) -> bool:
 # -- writing TOML ----------------------------------------------------------------------------
 
 
-def _toml_string(value: str) -> Any:
-    """A tomlkit string item, quoted the most readable way that needs no escapes:
-    "basic", then 'literal' (for text with " or \\), then a '''multi-line literal'''."""
-    import tomlkit
-
-    if any(ord(ch) < 32 and ch not in "\t\n" or ord(ch) == 127 for ch in value):
-        return tomlkit.string(value)  # control characters need escapes
-    if not any(ch in value for ch in '"\\\n'):
-        return tomlkit.string(value)
-    if "'" not in value and "\n" not in value:
-        return tomlkit.string(value, literal=True)
-    if "'''" not in value and value[-1:] != "'" and value[:1] != "\n":
-        return tomlkit.string(value, literal=True, multiline=True)
-    return tomlkit.string(value)
-
-
 def _comment(text: str) -> Any:
     """A TOML comment; control characters, which TOML forbids there, are shown escaped."""
     import tomlkit
@@ -586,10 +571,10 @@ def _job_table(block: _JobBlock) -> Any:
         if isinstance(value, dict):
             env = tomlkit.inline_table()
             for name, text in value.items():
-                env.append(name, _toml_string(text))
+                env.append(name, toml_string(text))
             table.add(key, env)
         else:
-            table.add(key, _toml_string(value))
+            table.add(key, toml_string(value))
     for note in block.notes():
         table.add(_comment(note))
     return table
