@@ -24,12 +24,11 @@ import os
 import resource
 import signal
 import subprocess
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from cronflow.clock import Clock
+from cronflow.logcap import OutputLog, OutputSink
 
 #: After the command exits (or its group was killed), how long its pipes may stay open before we
 #: stop reading: a background grandchild holding stdout must not keep the attempt alive.
@@ -38,8 +37,6 @@ DRAIN_SECONDS = 0.5
 MAX_LINE_BYTES = 64 * 1024
 #: How much one read from a pipe takes at most.
 READ_BYTES = 64 * 1024
-#: Size of ``AttemptResult.tail`` (CRONFLOW_LOG_TAIL).
-TAIL_BYTES = 4 * 1024
 #: After a kill, when the pipes have closed but /proc still shows a live group member, look again
 #: after each of these delays before leaving it the rest of the grace period.
 GROUP_LOOKS = (0.02, 0.1, 0.3)
@@ -50,9 +47,6 @@ _PF_EXITING = 0x4  # task flag in /proc/PID/stat: the process is in do_exit()
 
 EXIT_NOT_FOUND = 127
 EXIT_CANNOT_EXECUTE = 126
-
-OutputSink = Callable[[str, datetime, bytes], None]
-"""Receives ``(stream, at, data)``: stream is "out", "err" or "marker"; data is one line."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +89,7 @@ async def run_attempt(
     awaiting task is cancelled, the group is SIGKILLed and reaped before CancelledError propagates.
     """
     clock = clock or Clock()
-    log = _OutputLog(on_output, command.max_log_bytes)
+    log = OutputLog(on_output, command.max_log_bytes)
     started_at = clock.now()
     if stop is not None and stop.is_set():
         return AttemptResult("canceled", None, started_at, started_at, None, None, b"")
@@ -125,7 +119,7 @@ async def run_attempt(
 
 
 def _exec_failure(
-    command: Command, exc: Exception, log: _OutputLog, started_at: datetime, clock: Clock
+    command: Command, exc: Exception, log: OutputLog, started_at: datetime, clock: Clock
 ) -> AttemptResult:
     """The command could not be started: report it as a shell would, on stderr and as 127/126."""
     code, message = _describe_exec_error(command, exc)
@@ -159,7 +153,7 @@ class _Attempt:
     """The running process: reads its pipes, learns of its exit, and kills its group on demand."""
 
     def __init__(
-        self, proc: subprocess.Popen[bytes], command: Command, log: _OutputLog, clock: Clock
+        self, proc: subprocess.Popen[bytes], command: Command, log: OutputLog, clock: Clock
     ):
         self._loop = asyncio.get_running_loop()
         self._proc = proc
@@ -406,76 +400,3 @@ def _group_has_live_members(pgid: int) -> bool:
         if fields[0] not in (b"Z", b"X") and not int(fields[6]) & _PF_EXITING:
             return True
     return False
-
-
-class _OutputLog:
-    """Delivers output lines to the sink, within the log cap, and keeps the last 4 KiB.
-
-    With a cap, the first half of it is delivered live (cut at a line boundary where one exists);
-    after that only a rolling tail of the last half-cap bytes is kept, and at the end a marker
-    saying how many bytes were dropped is delivered, followed by the tail lines with their original
-    stream and time. So head + tail never exceed the cap (the marker line aside). If the output
-    ends up fitting in the cap, the tail is delivered without a marker.
-    """
-
-    def __init__(self, sink: OutputSink, cap: int | None) -> None:
-        self._sink = sink
-        cap = None if cap is None else max(0, cap)
-        self._tail_budget = 0 if cap is None else cap // 2
-        self._head_left = None if cap is None else cap - self._tail_budget
-        self._head_delivered = 0
-        self._capping = False
-        self._tail: deque[tuple[str, datetime, bytes]] = deque()
-        self._tail_size = 0
-        self._dropped = 0
-        self._last = bytearray()
-
-    def add(self, stream: str, at: datetime, data: bytes) -> None:
-        self._last += data
-        if len(self._last) > TAIL_BYTES:
-            del self._last[:-TAIL_BYTES]
-        if not self._capping:
-            if self._head_left is None or len(data) <= self._head_left:
-                self._deliver_head(stream, at, data)
-                return
-            self._capping = True
-            if self._head_delivered == 0 and self._head_left > 0:  # no line boundary to cut at
-                cut = self._head_left
-                self._deliver_head(stream, at, data[:cut])
-                data = data[cut:]
-        self._keep_in_tail(stream, at, data)
-
-    def _deliver_head(self, stream: str, at: datetime, data: bytes) -> None:
-        if self._head_left is not None:
-            self._head_left -= len(data)
-        self._head_delivered += len(data)
-        self._sink(stream, at, data)
-
-    def _keep_in_tail(self, stream: str, at: datetime, data: bytes) -> None:
-        self._tail.append((stream, at, data))
-        self._tail_size += len(data)
-        while self._tail_size > self._tail_budget and len(self._tail) > 1:
-            _, _, old = self._tail.popleft()
-            self._tail_size -= len(old)
-            self._dropped += len(old)
-        if self._tail_size > self._tail_budget:  # one line longer than the whole tail budget
-            s, t, only = self._tail.pop()
-            excess = self._tail_size - self._tail_budget
-            self._dropped += excess
-            self._tail_size -= excess
-            if only[excess:]:
-                self._tail.append((s, t, only[excess:]))
-
-    def finish(self, at: datetime) -> None:
-        """Deliver the drop marker and the kept tail, if the cap was reached."""
-        if self._dropped:
-            marker_at = self._tail[0][1] if self._tail else at
-            self._sink(
-                "marker", marker_at, b"[cronflow: %d bytes of output dropped]\n" % self._dropped
-            )
-        while self._tail:
-            self._sink(*self._tail.popleft())
-        self._tail_size = 0
-
-    def last_bytes(self) -> bytes:
-        return bytes(self._last)

@@ -235,45 +235,6 @@ def test_log_cap_keeps_head_marker_and_tail() -> None:
     assert r.result.status == "success"
 
 
-def test_log_cap_tail_keeps_streams_and_times() -> None:
-    got: list[tuple[str, datetime, bytes]] = []
-    log = runner._OutputLog(lambda s, t, d: got.append((s, t, d)), 10)
-    times = [datetime(2026, 1, 1, 0, 0, i, tzinfo=UTC) for i in range(6)]
-    for i, at in enumerate(times):
-        log.add("out" if i % 2 else "err", at, b"%d\n" % i)
-    log.finish(times[-1])
-    assert got == [
-        ("err", times[0], b"0\n"),
-        ("out", times[1], b"1\n"),
-        ("marker", times[4], b"[cronflow: 4 bytes of output dropped]\n"),
-        ("err", times[4], b"4\n"),
-        ("out", times[5], b"5\n"),
-    ]
-
-
-def test_log_cap_not_reached_delivers_everything_without_marker() -> None:
-    got: list[bytes] = []
-    log = runner._OutputLog(lambda s, t, d: got.append(d), 10)
-    at = datetime(2026, 1, 1, tzinfo=UTC)
-    for i in range(4):
-        log.add("out", at, b"%d\n" % i)
-    log.finish(at)
-    assert got == [b"0\n", b"1\n", b"2\n", b"3\n"]
-
-
-def test_log_cap_cuts_a_single_huge_line() -> None:
-    got: list[tuple[str, bytes]] = []
-    log = runner._OutputLog(lambda s, t, d: got.append((s, d)), 10)
-    at = datetime(2026, 1, 1, tzinfo=UTC)
-    log.add("out", at, b"abcdefghijklmnopqrstuvwxyz")
-    log.finish(at)
-    assert got == [
-        ("out", b"abcde"),
-        ("marker", b"[cronflow: 16 bytes of output dropped]\n"),
-        ("out", b"vwxyz"),
-    ]
-
-
 def test_rusage_is_reported() -> None:
     r = run(sh("i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"))
     assert r.result.cpu_seconds is not None and r.result.cpu_seconds >= 0
