@@ -558,12 +558,12 @@ def remove(
 @app.command()
 def edit(config: ConfigOption = None) -> None:
     """Open the job file in $VISUAL/$EDITOR (else vi); save it only when it is valid."""
-    from cronflow import editing
+    from cronflow import editor as session
 
     path = _Paths.config(config)
-    editor = editing.editor_command(os.environ)
-    outcome = editing.edit_job_file(
-        path, lambda copy: editing.run_editor(editor, copy), render.ask_edit_again
+    editor = session.editor_command(os.environ)
+    outcome = session.edit_job_file(
+        path, lambda copy: session.run_editor(editor, copy), render.ask_edit_again
     )
     if not outcome.saved:
         render.line(f"no changes; {path} is unchanged")
