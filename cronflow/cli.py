@@ -364,6 +364,7 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
             key=lambda n: n["next_fire"],
         ),
         "recent_failures": [r.to_json() for r in store.recent_failures(5)] if store else [],
+        "paused": _paused_flows(cfg, views),
     }
     if as_json:
         render.print_json(report)
@@ -371,9 +372,12 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
         render.status_report(report, local_zone(), now)
 
 
-def _flow_of(config: Path | None, job: str) -> str:
-    cfg = _load(config)
-    return cfg.flow_of(cfg.job(job).name).name
+def _paused_flows(cfg: "Config | None", views: list[Any]) -> list[dict[str, str]]:
+    """Each paused flow once, with the job whose pause holds it."""
+    if cfg is None:
+        return []
+    held = {v.name: v.paused_by for v in views if v.paused_by}
+    return [{"flow": f.name, "job": held[f.jobs[0]]} for f in cfg.flows if f.jobs[0] in held]
 
 
 @app.command()
@@ -382,10 +386,12 @@ def pause(
     config: ConfigOption = None,
 ) -> None:
     """Stop the daemon firing JOB's flow (kept across restarts); manual runs still work."""
-    flow = _flow_of(config, job)
+    cfg = _load(config)
+    flow = cfg.flow_of(cfg.job(job).name)
     with _open_store() as store:
-        store.set_paused(flow, True, _now())
-    render.line(f"paused flow {flow}" + ("" if flow == job else f" (of {job})"))
+        store.set_paused([job], True, _now())
+    held = "" if flow.name == job else f" (held by {job} for as long as it is in the flow)"
+    render.line(f"paused flow {flow.name}{held}")
 
 
 @app.command()
@@ -394,10 +400,11 @@ def resume(
     config: ConfigOption = None,
 ) -> None:
     """Let the daemon fire JOB's flow again, from the next fire on."""
-    flow = _flow_of(config, job)
+    cfg = _load(config)
+    flow = cfg.flow_of(cfg.job(job).name)
     with _open_store() as store:
-        store.set_paused(flow, False, _now())
-    render.line(f"resumed flow {flow}" + ("" if flow == job else f" (of {job})"))
+        store.set_paused(flow.jobs, False, _now())  # whichever of its jobs held it
+    render.line(f"resumed flow {flow.name}" + ("" if flow.name == job else f" (of {job})"))
 
 
 @app.command()

@@ -13,20 +13,24 @@ import logging
 import os
 import signal
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cronflow import timing
+from cronflow import processes, timing
 from cronflow.clock import Clock
 from cronflow.config import Config, Flow, Job, load_config
-from cronflow.engine import Engine, FlowRun
+from cronflow.engine import Engine, FlowRun, marker
 from cronflow.errors import ConfigError, CronflowError
 from cronflow.lock import Lock
+from cronflow.runner import adopt_descendants
 from cronflow.systemd import Notifier
 
 if TYPE_CHECKING:
+    from cronflow.records import RunRecord, Unfinished
     from cronflow.store import Store
 
 log = logging.getLogger("cronflow")
@@ -36,7 +40,9 @@ log = logging.getLogger("cronflow")
 # clock cannot see.
 CHECK_SECONDS = 5.0
 PRUNE_EVERY = timedelta(hours=1)
-STATE_ACCOUNTED = "accounted:"  # + flow name: instant up to which fires are accounted for
+# + job name: instant up to which fires of the job's flow are accounted for. Kept per job, so a
+# flow keeps its record when a root is added, removed or renamed (which renames the flow).
+STATE_ACCOUNTED = "accounted:"
 STATE_REBOOT = "reboot:"  # + flow name: boot id at which @reboot last fired
 
 
@@ -48,13 +54,6 @@ class FlowState:
     next_fire: datetime | None = None
     active: int = 0
     pending: deque[tuple[datetime, str]] = field(default_factory=deque)
-
-
-def boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return "unknown"
 
 
 class Daemon:
@@ -83,6 +82,9 @@ class Daemon:
         self.awake_since = self.started  # fires before this were missed (down or asleep)
         self.last_look = (self.started, self.clock.monotonic())
         self.dirty = True  # written since the last checkpoint
+        self.store_error: str | None = None  # the store's last refusal, logged once
+        self.recovered = False
+        self.unpersisted: set[str] = set()  # flows whose `accounted` is newer than the store's
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -91,36 +93,66 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._ask_stop)
         loop.add_signal_handler(signal.SIGHUP, self._ask_reload)
+        adopt_descendants(loop)
         env = {
             k: v
             for k, v in os.environ.items()
             if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
         }
         self.engine = Engine(
-            self.store, max_parallel=32, clock=self.clock, observer=_LogObserver(), base_env=env
+            self.store,
+            max_parallel=32,
+            clock=self.clock,
+            observer=_LogObserver(),
+            drain=self.stopping,  # SIGTERM: nothing new starts, running attempts may finish
+            base_env=env,
         )
         self.store.defer_checkpoints()
         self._reload(first=True)
-        self._record_start()
-        self._recover()
-        self._fire_reboot()
+        self._store_step("recording the daemon's start", self._record_start)
+        self._store_step("recovering unfinished runs", self._recover)
+        self._store_step("firing @reboot jobs", self._fire_reboot)
         self.notifier.ready(self._summary())
         watchdog = self.notifier.watchdog_interval()
         next_ping = self.clock.monotonic()
         while not self.stopping.is_set():
-            if self.reload_asked or self._file_changed():
-                self.reload_asked = False
-                self._reload()
-            self._tick()
+            self._wake_up()
             if watchdog and self.clock.monotonic() >= next_ping:
                 self.notifier.watchdog()
                 next_ping = self.clock.monotonic() + watchdog
             wait = self._seconds_to_next_event(watchdog)
-            if wait > 1.0 and self.dirty:
-                self.store.checkpoint()  # now, rather than inside the write of a fire
-                self.dirty = False
+            if wait > 1.0 and self.dirty:  # now, rather than inside the write of a fire
+                self.dirty = not self._store_step("checkpointing", self.store.checkpoint)
             await self._sleep(wait)
         await self._shutdown()
+
+    def _wake_up(self) -> None:
+        """One wake-up's duties. A store that refuses writes (disk full, locked) never ends the
+        daemon: each duty that needs it is logged once and tried again at later wake-ups."""
+        ok = True
+        if self.reload_asked or self._file_changed():
+            self.reload_asked = False
+            ok &= self._store_step("reloading the job file", self._reload)
+        if not self.recovered:
+            ok &= self._store_step("recovering unfinished runs", self._recover)
+        assert self.engine is not None
+        if self.engine.unrecorded:
+            ok &= self._store_step("recording how runs ended", self.engine.record_unrecorded)
+        ok &= self._store_step("scheduling", self._tick)
+        if ok and self.store_error is not None:
+            log.info("the database takes writes again")
+            self.store_error = None
+
+    def _store_step(self, what: str, step: Callable[[], None]) -> bool:
+        """Run `step`; a CronflowError from the store is logged (once while it repeats)."""
+        try:
+            step()
+        except CronflowError as exc:
+            if exc.message != self.store_error:
+                log.error("%s failed: %s", what, exc.message)
+            self.store_error = exc.message
+            return False
+        return True
 
     def _ask_stop(self) -> None:
         self.stopping.set()
@@ -148,9 +180,12 @@ class Daemon:
                 assert self.engine is not None
                 self.engine.stop.set()
                 await asyncio.wait(pending)
-        for name, state in self.flows.items():
-            self._persist(name, state.accounted)
-        self.store.delete_state("daemon:pid")
+
+        def persist() -> None:
+            self._persist_accounted()
+            self.store.delete_state("daemon:pid")
+
+        self._store_step("recording the daemon's stop", persist)
         log.info("stopped")
 
     # --- configuration ---------------------------------------------------------------------
@@ -188,15 +223,21 @@ class Daemon:
             # Jobs holding a slot of the old limit release it there; new ones use the new one.
             self.engine.slots = asyncio.Semaphore(config.daemon.max_parallel)
         now = self.clock.now()
+        stored: dict[str, str] | None = None
+        flows: dict[str, FlowState] = {}
         for flow in config.flows:
             state = self.flows.get(flow.name)
             if state is None:
-                accounted = self._stored_accounted(flow)
+                stored = self.store.states(STATE_ACCOUNTED) if stored is None else stored
+                accounted = _stored_accounted(flow, stored)
                 if accounted is None:  # a flow never seen before has no missed fires
                     accounted = now
-                    self._persist(flow.name, now)
-                state = self.flows[flow.name] = FlowState(accounted)
+                self.unpersisted.add(flow.name)  # under its jobs' names, as they are now
+                state = FlowState(accounted)
+            flows[flow.name] = state
             state.next_fire = _utc(flow.next_fire(state.accounted)) if flow.schedule else None
+        # Flows gone from the file are forgotten, unless a run of theirs is still going.
+        self.flows = flows | {n: s for n, s in self.flows.items() if s.active and n not in flows}
         verb = "loaded" if first else "reloaded"
         log.info(
             "%s %s: %d jobs in %d flows",
@@ -222,12 +263,16 @@ class Daemon:
 
     # --- scheduling ------------------------------------------------------------------------
 
-    def _stored_accounted(self, flow: Flow) -> datetime | None:
-        text = self.store.get_state(STATE_ACCOUNTED + flow.name)
-        return datetime.fromisoformat(text) if text else None
-
-    def _persist(self, flow_name: str, moment: datetime) -> None:
-        self.store.set_state(STATE_ACCOUNTED + flow_name, moment.isoformat())
+    def _persist_accounted(self) -> None:
+        """Store, in one transaction, how far each flow handled since the last time got."""
+        if not self.unpersisted or self.config is None:
+            return
+        self.store.set_states(
+            {STATE_ACCOUNTED + job: self.flows[flow.name].accounted.isoformat()
+             for flow in self.config.flows if flow.name in self.unpersisted
+             for job in flow.jobs}
+        )  # fmt: skip
+        self.unpersisted.clear()
 
     def _tick(self) -> None:
         """Account for every fire up to now: run, catch up, or record as missed."""
@@ -243,8 +288,8 @@ class Daemon:
                 continue  # nothing due (also after a backwards clock jump)
             if flow.schedule.kind == "reboot":
                 continue
-            paused = self.store.paused_flows() if paused is None else paused
-            if flow.name not in paused and self._enabled(flow):
+            paused = self.store.paused_jobs() if paused is None else paused
+            if paused.isdisjoint(flow.jobs) and self._enabled(flow):
                 decision = timing.due(
                     flow.schedule,
                     flow.timezone,
@@ -253,13 +298,14 @@ class Daemon:
                     self._root(flow).catchup,
                     self.awake_since,
                 )
-                self._apply(flow, decision)
+                # A fire the store cannot record is one line in the log; the others go on.
+                self._store_step(f"{flow.name}: the fire", partial(self._apply, flow, decision))
             state.accounted = now
             state.next_fire = _utc(flow.next_fire(now))
             handled.append(flow.name)
         self.dirty = self.dirty or bool(handled) or bool(self.tasks)
-        if handled:  # one transaction for every flow handled at this wake-up
-            self.store.set_states({STATE_ACCOUNTED + name: now.isoformat() for name in handled})
+        self.unpersisted.update(handled)
+        self._persist_accounted()  # one transaction for every flow handled at this wake-up
         self._prune(now)
 
     def _notice_jump(self, now: datetime) -> None:
@@ -323,11 +369,16 @@ class Daemon:
         return next((f for f in self.config.flows if f.name == name), None)
 
     def _start(
-        self, flow: Flow, logical_time: datetime, trigger: str, jobs: tuple[str, ...] | None = None
+        self,
+        flow: Flow,
+        logical_time: datetime,
+        trigger: str,
+        jobs: tuple[str, ...] | None = None,
+        spent: dict[str, int] | None = None,
     ) -> None:
         assert self.config is not None and self.engine is not None
         jobs = jobs or tuple(j for j in flow.jobs if self.config.jobs[j].enabled)
-        plan = FlowRun(self.config, flow.name, jobs, logical_time, trigger)
+        plan = FlowRun(self.config, flow.name, jobs, logical_time, trigger, spent or {})
         state = self.flows[flow.name]
         state.active += 1
         delay = timing.jitter_delay(self._root(flow).jitter) if trigger == "schedule" else 0.0
@@ -353,7 +404,14 @@ class Daemon:
 
     async def _execute(self, plan: FlowRun, delay: float) -> None:
         assert self.engine is not None
-        flow_run_id, run_ids = self.engine.create(plan)
+        try:
+            flow_run_id, run_ids = self.engine.create(plan)
+        except CronflowError as exc:  # the store refused a write: disk full, locked…
+            zone = plan.config.jobs[plan.jobs[0]].timezone
+            moment = plan.logical_time.astimezone(zone).isoformat()
+            log.error("fire %s at %s not run: %s", plan.flow, moment, exc.message)
+            self.store_error = exc.message
+            return
         if delay:
             await _sleep_unless(self.stopping, delay)
         if self.stopping.is_set():  # stopped during the jitter delay: fire nothing new
@@ -361,7 +419,7 @@ class Daemon:
             return
         try:
             runs = await self.engine.execute_created(plan, flow_run_id, run_ids)
-        except CronflowError as exc:  # the store refused a write: disk full, locked…
+        except CronflowError as exc:
             log.error("flow %s: %s", plan.flow, exc.message)
             return
         failed = [r.job for r in runs if r.status not in ("success", "skipped")]
@@ -404,22 +462,63 @@ class Daemon:
     # --- start-up duties -------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Runs a dead daemon left unfinished become `lost`, and are retried if allowed."""
-        lost = self.store.mark_unfinished_lost(
-            self.clock.now(), "the daemon stopped while this ran", alive=_process_alive
-        )
+        """Runs whose cronflow process died become `lost`. Their processes that still run are
+        stopped first, so a job never has two live attempts for one logical time; then each
+        lost job is retried while its retry budget for that logical time lasts."""
+        dead = [u for u in self.store.unfinished_runs() if not _owner_alive(u)]
+        if dead:
+            notes = self._stop_leftovers(dead)
+            lost = self.store.mark_lost(notes, self.clock.now())
+            for run in lost:
+                log.warning("run %d of %s was left unfinished: marked lost", run.run_id, run.job)
+            self._retry_lost(lost)
+        self.recovered = True
+
+    def _stop_leftovers(self, dead: list[Unfinished]) -> dict[int, str]:
+        """Stop what the runs of a dead cronflow still run (TERM, `kill_grace`, KILL); returns
+        the note each run is marked lost with."""
+        notes: dict[int, str] = {}
+        everything: list[int] = []
+        grace = 0.0
+        for u in dead:
+            job = self.config.jobs.get(u.run.job) if self.config else None
+            pids = _leftovers(u, job)
+            note = "the daemon stopped while this ran"
+            if pids:
+                log.warning(
+                    "run %d of %s: stopping the processes it left running: %s",
+                    u.run.run_id, u.run.job, " ".join(map(str, pids)),
+                )  # fmt: skip
+                grace = max(grace, job.kill_grace if job else 10.0)
+                everything += pids
+                note += f"; its processes still running were stopped ({len(pids)})"
+            notes[u.run.run_id] = note
+        if everything:
+            processes.stop(everything, grace)
+        return notes
+
+    def _retry_lost(self, lost: list[RunRecord]) -> None:
+        """Retry each lost flow run once, from its lost jobs on, continuing their budgets."""
+        if self.config is None:
+            return
+        by_flow_run: dict[int, list[RunRecord]] = {}
         for run in lost:
-            log.warning("run %d of %s was left unfinished: marked lost", run.run_id, run.job)
-            job = self.config.jobs.get(run.job) if self.config else None
-            if job and run.trigger != "manual" and run.attempts <= job.retries and run.attempts:
-                flow = self.config.flow_of(job.name)
-                # Again from the lost job, with what runs after it; a new run, fresh retries.
-                self._start(flow, run.logical_time, "retry", jobs=self.config.downstream(job.name))
+            job = self.config.jobs.get(run.job)
+            # `attempts` is the highest attempt number: the budget used at this logical time.
+            if job and run.trigger != "manual" and 0 < run.attempts <= job.retries:
+                by_flow_run.setdefault(run.flow_run_id, []).append(run)
+        for runs in by_flow_run.values():
+            flow = self.config.flow_of(runs[0].job)
+            wanted = {j for r in runs for j in self.config.downstream(r.job) if j in flow.jobs}
+            jobs = tuple(j for j in flow.jobs if j in wanted)
+            spent = {r.job: r.attempts for r in runs}
+            log.info("retrying lost %s at attempt %d", ", ".join(spent), max(spent.values()) + 1)
+            self._start(flow, runs[0].logical_time, "retry", jobs=jobs, spent=spent)
 
     def _fire_reboot(self) -> None:
         if self.config is None:
             return
-        current = boot_id()
+        current = processes.boot_id()
         for flow in self.config.flows:
             if not flow.schedule or flow.schedule.kind != "reboot" or not self._enabled(flow):
                 continue
@@ -445,14 +544,32 @@ class Daemon:
         return f"{len(self.config.jobs)} jobs, {running} flow runs going{problem}"
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def _stored_accounted(flow: Flow, stored: dict[str, str]) -> datetime | None:
+    """The latest instant to which any job of `flow` was accounted for."""
+    keys = [STATE_ACCOUNTED + job for job in flow.jobs]
+    return max((datetime.fromisoformat(stored[k]) for k in keys if k in stored), default=None)
+
+
+def _owner_alive(run: Unfinished) -> bool:
+    """Whether the cronflow process that drives `run` still lives (not a reused pid)."""
+    if run.owner_pid is None:
         return False
-    except PermissionError:
-        return True
-    return pid != os.getpid()
+    if run.owner_start is None and run.owner_pid == os.getpid():  # recorded before m003
+        return False
+    owner = processes.Identity(run.boot_id or processes.boot_id(), run.owner_pid, run.owner_start)
+    return owner.alive()
+
+
+def _leftovers(run: Unfinished, job: Job | None) -> list[int]:
+    """The live processes of a dead cronflow's run: its attempts' groups, and descendants
+    that left them (found by the run's marks in their environment). None after a reboot."""
+    if run.boot_id not in (None, processes.boot_id()):
+        return []
+    marks = () if job is None else marker(job, run.run.run_id, run.run.logical_time, None)
+    found = {pid for pgid, start in run.groups for pid in processes.leftovers(pgid, start, marks)}
+    if not run.groups and run.run.status == "running":  # died between spawn and its record
+        found.update(processes.carrying(marks, since=run.owner_start))
+    return sorted(found)
 
 
 def _utc(moment: datetime | None) -> datetime | None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cronflow import flows
 from cronflow.clock import Clock
+from cronflow.errors import CronflowError
 from cronflow.runner import AttemptResult, Command, run_attempt
 
 if TYPE_CHECKING:
@@ -55,7 +56,10 @@ class FlowRun:
     flow: str
     jobs: tuple[str, ...]
     logical_time: datetime
-    trigger: str  # schedule | manual | backfill | catchup
+    trigger: str  # schedule | manual | backfill | catchup | retry
+    # Attempts a job already used at this logical time in a run that was lost: a recovery
+    # continues that run's retry budget and attempt numbers, it does not start afresh.
+    spent: Mapping[str, int] = field(default_factory=dict)
 
 
 class Engine:
@@ -69,14 +73,20 @@ class Engine:
         clock: Clock | None = None,
         observer: Observer | None = None,
         stop: asyncio.Event | None = None,
+        drain: asyncio.Event | None = None,
         run: RunAttempt = run_attempt,
         base_env: dict[str, str] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock or Clock()
         self.observer = observer or Quiet()
+        # `stop` kills running attempts; `drain` only starts nothing new: waits for a retry or
+        # a slot end at once as `canceled`, running attempts finish (the daemon's SIGTERM).
         self.stop = stop or asyncio.Event()
+        self.drain = drain or asyncio.Event()
         self.slots = asyncio.Semaphore(max_parallel)
+        # Run ends the store refused (disk full): recorded again by `record_unrecorded`.
+        self.unrecorded: dict[int, dict[str, Any]] = {}
         self._run = run
         self._base_env = dict(os.environ if base_env is None else base_env)
 
@@ -91,10 +101,30 @@ class Engine:
         flow_run_id, run_ids = self.create(plan)
         return await self.execute_created(plan, flow_run_id, run_ids)
 
+    @property
+    def halting(self) -> bool:
+        """Nothing new starts: stopping or draining."""
+        return self.stop.is_set() or self.drain.is_set()
+
     def cancel(self, plan: FlowRun, run_ids: dict[str, int], note: str) -> None:
         """Record created runs that will never start as `canceled`."""
         for job in plan.jobs:
             self._finish(run_ids[job], job, "canceled", None, note)
+
+    def record_end(self, run_id: int, **fields: Any) -> None:
+        """Record how a run ended. If the store refuses (disk full) the end is kept, and
+        `record_unrecorded` writes it later: a run is never left `running` for good."""
+        try:
+            self.store.update_run(run_id, **fields)
+        except CronflowError:
+            self.unrecorded[run_id] = fields
+
+    def record_unrecorded(self) -> None:
+        """Write the run ends the store refused before (raises CronflowError while it still
+        refuses)."""
+        for run_id, fields in list(self.unrecorded.items()):
+            self.store.update_run(run_id, **fields)
+            del self.unrecorded[run_id]
 
     async def execute_created(
         self, plan: FlowRun, flow_run_id: int, run_ids: dict[str, int]
@@ -118,30 +148,42 @@ class Engine:
             upstream = [await done[up] for up in job.after if up in done]
             # Upstreams outside this run count as satisfied, whatever run_if asks for.
             decision = flows.decide(job.run_if, upstream) if upstream else "run"
-            if self.stop.is_set():
+            if self.halting:
                 status = "canceled"
                 self._finish(run_id, name, status, None, note="stopped before it started")
             elif decision != "run":
                 status = decision
                 self._finish(run_id, name, status, None, note=_why_not(decision, job.after))
             else:
-                try:
-                    status = await _JobRun(self, plan, job, run_id).run()
-                except Exception as exc:  # a bug or a failing store: never leave it `running`
-                    status = "failed"
-                    with contextlib.suppress(Exception):
-                        self._finish(run_id, name, status, None, note=f"cronflow error: {exc}")
-                    raise
+                status = await self._job_run(_JobRun(self, plan, job, run_id))
         finally:
             done[name].set_result(status)
+
+    async def _job_run(self, job_run: _JobRun) -> str:
+        """Run one job; a store that refuses writes (disk full) fails it with the reason."""
+        try:
+            return await job_run.run()
+        except CronflowError as exc:
+            note = f"cronflow error: {exc.message}"
+            now = self.clock.now()
+            self.record_end(job_run.run_id, status="failed", finished_at=now, note=note)
+            self.observer.status(job_run.job.name, job_run.run_id, "failed", note)
+            return "failed"
+        except Exception as exc:  # a bug: never leave the run `running`, then show it
+            with contextlib.suppress(Exception):
+                self.record_end(
+                    job_run.run_id,
+                    status="failed",
+                    finished_at=self.clock.now(),
+                    note=f"cronflow error: {exc!r}",
+                )
+            raise
 
     def _finish(
         self, run_id: int, job: str, status: str, exit_code: int | None, note: str | None = None
     ) -> None:
         now = self.clock.now()
-        self.store.update_run(
-            run_id, status=status, finished_at=now, exit_code=exit_code, note=note
-        )
+        self.record_end(run_id, status=status, finished_at=now, exit_code=exit_code, note=note)
         self.observer.status(job, run_id, status, note or "")
 
     def environment(self, job: Job, plan: FlowRun, run_id: int, attempt: int) -> dict[str, str]:
@@ -157,6 +199,18 @@ class Engine:
             "CRONFLOW_LOGICAL_TIME": logical.isoformat(),
             "CRONFLOW_LOGICAL_DATE": logical.date().isoformat(),
         }
+
+
+def marker(job: Job, run_id: int, logical_time: datetime, attempt: int | None) -> tuple[str, ...]:
+    """Environment entries that mark the processes of a run (or of one of its attempts), even
+    those that left its process group: run ids repeat across state folders, so the job and
+    logical time are part of it."""
+    entries = (
+        f"CRONFLOW_RUN_ID={run_id}",
+        f"CRONFLOW_JOB={job.name}",
+        f"CRONFLOW_LOGICAL_TIME={logical_time.astimezone(job.timezone).isoformat()}",
+    )
+    return entries if attempt is None else (*entries, f"CRONFLOW_ATTEMPT={attempt}")
 
 
 class _JobRun:
@@ -175,17 +229,19 @@ class _JobRun:
         job, engine = self.job, self.engine
         first_start: datetime | None = None
         result: AttemptResult | None = None
-        attempts = 0
-        while not engine.stop.is_set():
-            async with engine.slots:
-                if engine.stop.is_set():
-                    break
+        attempts = self.plan.spent.get(job.name, 0)  # the budget spans lost-run recoveries
+        while not engine.halting:
+            if not await _acquire_unless(engine.slots, engine.stop, engine.drain):
+                break
+            try:
                 attempts += 1
                 result = await self._attempt(attempts)
+            finally:
+                engine.slots.release()
             first_start = first_start or result.started_at
             if result.status in ("success", "canceled") or attempts > job.retries:
                 break
-            if engine.stop.is_set():
+            if engine.halting:
                 break
             wait = job.retry_wait(attempts)
             self.store.update_run(self.run_id, status="retrying")
@@ -196,10 +252,12 @@ class _JobRun:
                 f"attempt {attempts} {result.status}; retry in {wait:g}s",
             )
             await self._hook("on_retry", attempts, result)
-            await _sleep_unless(engine.stop, wait)
-        status = self._final_status(result)
+            await _sleep_unless(wait, engine.stop, engine.drain)
+        status = self._final_status(result, attempts)
         note = _failure_note(result, job) if status != "success" else None
-        self.store.update_run(
+        if result is not None and status == "canceled" and result.status != "canceled":
+            note = f"stopped before a retry; last attempt: {note}"
+        engine.record_end(
             self.run_id,
             status=status,
             finished_at=engine.clock.now(),
@@ -216,16 +274,18 @@ class _JobRun:
             await self._hook(hook, attempts, result, status)
         return status
 
-    def _final_status(self, result: AttemptResult | None) -> str:
+    def _final_status(self, result: AttemptResult | None, attempts: int) -> str:
         if result is None:
             return "canceled"
         if result.status == "failed" and self.engine.stop.is_set():
+            return "canceled"
+        retry_due = result.status in ("failed", "timeout") and attempts <= self.job.retries
+        if retry_due and self.engine.halting:  # stopped while a retry was still to come
             return "canceled"
         return result.status
 
     async def _attempt(self, attempt: int) -> AttemptResult:
         engine, job = self.engine, self.job
-        self.store.start_attempt(self.run_id, attempt, engine.clock.now())
         engine.observer.status(job.name, self.run_id, "running", f"attempt {attempt}")
         command = Command(
             argv=job.argv(),
@@ -234,9 +294,17 @@ class _JobRun:
             timeout=job.timeout,
             kill_grace=job.kill_grace,
             max_log_bytes=job.max_log_bytes,
+            marker=marker(job, self.run_id, self.plan.logical_time, attempt),
         )
+
+        def started(pgid: int | None, pgid_start: int | None) -> None:
+            # Recorded with its process group: a daemon starting after a crash finds it.
+            self.store.start_attempt(self.run_id, attempt, engine.clock.now(), pgid, pgid_start)
+
         with _OutputWriter(engine, job.name, self.run_id, attempt) as sink:
-            result = await engine._run(command, sink.add, engine.stop, engine.clock)
+            result = await engine._run(
+                command, sink.add, engine.stop, engine.clock, on_start=started
+            )
         self.store.finish_attempt(
             self.run_id,
             attempt,
@@ -254,9 +322,18 @@ class _JobRun:
         self, hook: str, attempt: int, result: AttemptResult, status: str | None = None
     ) -> None:
         """Run a hook; its output is stored, and it can never change the run (SPEC §5)."""
-        text = getattr(self.job, hook)
-        if not text:
+        if not getattr(self.job, hook):
             return
+        try:
+            await self._run_hook(hook, attempt, result, status)
+        except CronflowError as exc:  # the store refused a write: the run's status stands
+            note = f"{hook} cronflow error: {exc.message}"
+            self.engine.observer.status(self.job.name, self.run_id, "hook_failed", note)
+
+    async def _run_hook(
+        self, hook: str, attempt: int, result: AttemptResult, status: str | None
+    ) -> None:
+        text = getattr(self.job, hook)
         engine = self.engine
         env = engine.environment(self.job, self.plan, self.run_id, attempt)
         env.update(
@@ -322,11 +399,45 @@ class _OutputWriter:
         self.flush()
 
 
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep `seconds`; True if `stop` was set meanwhile."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    return stop.is_set()
+async def _sleep_unless(seconds: float | None, *events: asyncio.Event) -> bool:
+    """Sleep `seconds` (None: for ever) or until one of `events` is set; True if one was."""
+    if any(e.is_set() for e in events):
+        return True
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+    return any(e.is_set() for e in events)
+
+
+async def _acquire_unless(slots: asyncio.Semaphore, *events: asyncio.Event) -> bool:
+    """Take a slot, unless one of `events` is set first; True if the slot was taken."""
+    if any(e.is_set() for e in events):
+        return False
+    take = asyncio.ensure_future(slots.acquire())
+    if await _race(take, events):
+        return True
+    if take.done() and not take.cancelled():
+        slots.release()  # acquired in the same instant as the event: give it back
+    return False
+
+
+async def _race(task: asyncio.Future[Any], events: Sequence[asyncio.Event]) -> bool:
+    """Wait for `task` or one of `events`; True if `task` finished first."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait([task, *waits], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+    if any(e.is_set() for e in events):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
+    return True
 
 
 def _why_not(decision: str, after: Sequence[str]) -> str:

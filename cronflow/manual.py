@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from cronflow.engine import Engine, FlowRun, Observer
 from cronflow.errors import CronflowError
 from cronflow.flows import FAILED
+from cronflow.runner import adopt_descendants
 
 if TYPE_CHECKING:
     from cronflow.config import Config
@@ -21,10 +22,14 @@ if TYPE_CHECKING:
 MAX_BACKFILL = 100_000
 
 
+# Ctrl-C, kill, and a closed terminal or dropped ssh session all stop the run the same way.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 @dataclass(frozen=True)
 class Outcome:
     runs: list[RunRecord]
-    interrupted: bool
+    signal: int | None  # the signal that stopped the runs, if one did
 
     @property
     def failed(self) -> bool:
@@ -32,7 +37,10 @@ class Outcome:
 
     @property
     def exit_code(self) -> int:
-        return 130 if self.interrupted else 1 if self.failed else 0
+        """128+N when stopped by signal N (130 for Ctrl-C), as shells report it."""
+        if self.signal is not None:
+            return 128 + self.signal
+        return 1 if self.failed else 0
 
 
 def plan(config: Config, job: str, only: bool, logical_time: datetime, trigger: str) -> FlowRun:
@@ -90,9 +98,16 @@ async def _run_plans(
     on_flow_done: Callable[[list[RunRecord]], None] | None,
 ) -> Outcome:
     stop = asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        stop.set()
+
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
+    adopt_descendants(loop)
     engine = Engine(store, max_parallel=max_parallel, observer=observer, stop=stop)
     gate = asyncio.Semaphore(flows_at_once)
     results: list[RunRecord] = []
@@ -108,7 +123,8 @@ async def _run_plans(
 
     try:
         await asyncio.gather(*(one(p) for p in plans))
+        engine.record_unrecorded()  # ends the store refused (disk full): one more try
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (*STOP_SIGNALS, signal.SIGCHLD):
             loop.remove_signal_handler(signum)
-    return Outcome(sorted(results, key=lambda r: r.run_id), stop.is_set())
+    return Outcome(sorted(results, key=lambda r: r.run_id), received[0] if received else None)

@@ -21,8 +21,12 @@ class JobView:
     next_fire: datetime | None
     last_status: str | None
     after: tuple[str, ...]
-    paused: bool
+    paused_by: str | None  # the job whose pause holds the flow
     enabled: bool
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_by is not None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -34,6 +38,7 @@ class JobView:
             "last_status": self.last_status,
             "after": list(self.after),
             "paused": self.paused,
+            "paused_by": self.paused_by,
             "enabled": self.enabled,
         }
 
@@ -41,10 +46,11 @@ class JobView:
 def jobs(config: Config, now: datetime, store: Store | None) -> list[JobView]:
     """One view per job in file order; next fires are the flow's, for scheduled roots."""
     last = store.last_status(list(config.jobs)) if store else {}
-    paused = store.paused_flows() if store else set()
+    paused = store.paused_jobs() if store else set()
     views = []
     for flow in config.flows:
-        fire = flow.next_fire(now) if flow.name not in paused else None
+        held = next((j for j in flow.jobs if j in paused), None)
+        fire = flow.next_fire(now) if held is None else None
         for name in flow.jobs:
             job = config.jobs[name]
             views.append(
@@ -57,7 +63,7 @@ def jobs(config: Config, now: datetime, store: Store | None) -> list[JobView]:
                     next_fire=fire if job.schedule and job.enabled else None,
                     last_status=last.get(name),
                     after=job.after,
-                    paused=flow.name in paused,
+                    paused_by=held,
                     enabled=job.enabled,
                 )
             )

@@ -82,3 +82,14 @@ class OutputChunk:
     stream: str
     at: datetime
     data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Unfinished:
+    """A run still queued, running or retrying, with who drives it and what it runs."""
+
+    run: RunRecord
+    owner_pid: int | None  # the cronflow process driving it (daemon or `cronflow run`)
+    owner_start: int | None  # that process's start time, in clock ticks after boot
+    boot_id: str | None
+    groups: tuple[tuple[int, int | None], ...]  # (pgid, leader start) of unfinished attempts

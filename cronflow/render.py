@@ -117,7 +117,7 @@ def job_table(views: Sequence[Any], now: datetime) -> None:
         if v.next_fire is not None:
             upcoming = f"{when(v.next_fire, v.next_fire.tzinfo)} ({relative(v.next_fire, now)})"
         elif v.paused:
-            upcoming = "paused"
+            upcoming = "paused" if v.paused_by == v.name else f"paused by {v.paused_by}"
         elif not v.enabled:
             upcoming = "disabled"
         elif v.schedule and v.schedule.startswith("@at"):
@@ -145,24 +145,40 @@ class LiveOutput:
         text = data.decode("utf-8", "replace")
         if not text.endswith("\n"):
             text += "\n"
-        try:
-            target.write(f"{job} | {text}" if self.prefix else text)
-            target.flush()
-        except BrokenPipeError:
-            # `cronflow run job | head -1`: the reader left; the job runs on, its output is
-            # still stored. Later writes (and the flush at exit) go to /dev/null.
-            self.closed.add(target)
-            os.dup2(os.open(os.devnull, os.O_WRONLY), target.fileno())
+        self._write(target, f"{job} | {text}" if self.prefix else text)
 
     def status(self, job: str, run_id: int, status: str, detail: str) -> None:
         if status == "running" and detail == "attempt 1":
             detail = ""
         suffix = f" ({detail})" if detail else ""
-        print(f"cronflow: {job} [{run_id}] {status}{suffix}", file=sys.stderr, flush=True)
+        if sys.stderr not in self.closed:
+            self._write(sys.stderr, f"cronflow: {job} [{run_id}] {status}{suffix}\n")
+
+    def _write(self, target: Any, text: str) -> None:
+        try:
+            target.write(text)
+            target.flush()
+        except OSError:
+            # `cronflow run job | head -1` (EPIPE) or a closed terminal (EIO): nobody reads
+            # any more; the job runs on, its output is still stored. Later writes (and the
+            # flush at exit) go to /dev/null.
+            self.closed.add(target)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), target.fileno())
 
 
 def run_summary(runs: Sequence[Any]) -> None:
-    """The table after `cronflow run`."""
+    """The table after `cronflow run`, if anyone still reads: after a hang-up (the terminal
+    closed, ssh dropped) writing fails with EIO, and the runs are in the history anyway."""
+    try:
+        _run_table(runs)
+        sys.stdout.flush()
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):  # and no failing flush at exit either
+            os.dup2(devnull, stream.fileno())
+
+
+def _run_table(runs: Sequence[Any]) -> None:
     rows = [
         [
             str(r.run_id),
@@ -306,6 +322,10 @@ def status_report(report: dict[str, Any], zone: tzinfo, now: datetime) -> None:
                 f"  {r['run_id']:>6}  {r['job']}  {r['status']}  {logical}"
                 + (f"  {r['note']}" if r.get("note") else "")
             )
+    if report.get("paused"):
+        held = (f"{p['flow']}" + (f" (by {p['job']})" if p["job"] != p["flow"] else "")
+                for p in report["paused"])  # fmt: skip
+        line("paused flows: " + ", ".join(held))
     line("next fires:" + ("" if report["next"] else " none"))
     for item in report["next"][:10]:
         moment = datetime.fromisoformat(item["next_fire"])

@@ -12,7 +12,8 @@ Linux only (pidfd_open needs Linux 5.3+).
 Background grandchildren on a normal exit: once the command itself has exited, the output pipes
 get ``DRAIN_SECONDS`` to reach EOF, then we stop reading and close them. Processes the command
 left running in the background are not signalled (cron does not kill them either); they get
-EPIPE/SIGPIPE if they write to the closed pipes. Only timeouts and cancels signal the group.
+EPIPE/SIGPIPE if they write to the closed pipes. Only timeouts and cancels signal the group,
+and with it the descendants that left it (``setsid``), found by the command's ``marker``.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ import os
 import resource
 import signal
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from cronflow import processes
 from cronflow.clock import Clock
 from cronflow.logcap import OutputLog, OutputSink
 
@@ -43,8 +46,6 @@ GROUP_LOOKS = (0.02, 0.1, 0.3)
 #: After a cancel by task cancellation, how long we wait for the SIGKILLed command to be reaped.
 REAP_ON_CANCEL_SECONDS = 5.0
 
-_PF_EXITING = 0x4  # task flag in /proc/PID/stat: the process is in do_exit()
-
 EXIT_NOT_FOUND = 127
 EXIT_CANNOT_EXECUTE = 126
 
@@ -59,6 +60,17 @@ class Command:
     timeout: float | None
     kill_grace: float = 10.0
     max_log_bytes: int | None = 1024 * 1024
+    #: `KEY=VALUE` entries of `env` that mark this attempt's processes, so that descendants
+    #: which left the process group (setsid) are found and killed with it.
+    marker: tuple[str, ...] = ()
+
+
+#: Called once as the attempt starts, with the leader's pid (= its process group) and start
+#: time, or (None, None) when the command could not be started at all.
+OnStart = Callable[[int | None, int | None], None]
+
+#: Our children that an attempt will reap itself (`reap_adopted` leaves them alone).
+_WAITING: set[int] = set()
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,7 @@ async def run_attempt(
     on_output: OutputSink,
     stop: asyncio.Event | None = None,
     clock: Clock | None = None,
+    on_start: OnStart | None = None,
 ) -> AttemptResult:
     """Run ``command`` once, streaming its output to ``on_output``, and report how it ended.
 
@@ -104,16 +117,22 @@ async def run_attempt(
             start_new_session=True,
         )
     except (OSError, ValueError) as exc:
+        if on_start is not None:
+            on_start(None, None)
         return _exec_failure(command, exc, log, started_at, clock)
     try:
+        _WAITING.add(proc.pid)
+        if on_start is not None:
+            on_start(proc.pid, processes.start_time(proc.pid))
         attempt = _Attempt(proc, command, log, clock)
-    except BaseException:  # e.g. pidfd_open failed (EMFILE): leave no unwatched job behind
+    except BaseException:  # the store refused it, or pidfd_open failed: leave no unwatched job
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
         proc.wait()  # SIGKILLed: this returns at once
+        _WAITING.discard(proc.pid)
         raise
     return await attempt.wait(stop, started_at)
 
@@ -171,6 +190,7 @@ class _Attempt:
         self._sink_error: Exception | None = None
         self._partial: dict[int, bytearray] = {}
         self._streams: dict[int, str] = {}
+        self._start = processes.start_time(proc.pid)
         self._pidfd = os.pidfd_open(proc.pid)
         self._loop.add_reader(self._pidfd, self._on_exit)
         for pipe, stream in ((proc.stdout, "out"), (proc.stderr, "err")):
@@ -247,6 +267,8 @@ class _Attempt:
             self._wait_status, self._rusage = status, rusage
             # Tell Popen it is reaped, or its __del__ would waitpid() a pid that may be reused.
             self._proc.returncode = os.waitstatus_to_exitcode(status)
+        _WAITING.discard(self._proc.pid)
+        reap_adopted()
         if not self._exited.done():
             self._exited.set_result(None)
 
@@ -263,7 +285,7 @@ class _Attempt:
                 await asyncio.wait({self._killed}, timeout=delay)
             if self._killed.done():
                 return
-            if not _group_has_live_members(self._pgid):
+            if not processes.group_alive(self._pgid):
                 if self._kill_handle is not None:
                     self._kill_handle.cancel()
                 return
@@ -303,6 +325,7 @@ class _Attempt:
         # hands out pids cyclically, so this cannot hit an unrelated group in practice.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._pgid, signum)
+        processes.signal_all(processes.carrying(self._command.marker, self._start), signum)
 
     # --- output -------------------------------------------------------------------------------
 
@@ -370,33 +393,14 @@ class _Attempt:
                 pipe.close()
 
 
-def _group_has_live_members(pgid: int) -> bool:
-    """Whether process group ``pgid`` has a member that is neither a zombie nor exiting.
+def reap_adopted() -> None:
+    """Reap exited children that no attempt waits for: descendants adopted as a subreaper."""
+    processes.reap_adopted(_WAITING)
 
-    ``killpg(pgid, 0)`` also counts zombies (orphans that init has not reaped yet) and processes
-    in the middle of exiting (their pipes are closed before they become zombies), so a positive
-    answer is checked against /proc: state Z/X, or the PF_EXITING flag, means dead.
-    """
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
-    except OSError:
-        return True
-    for name in entries:
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # After "(comm)": state ppid pgrp session tty_nr tpgid flags ...
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) < 7 or int(fields[2]) != pgid:
-            continue
-        if fields[0] not in (b"Z", b"X") and not int(fields[6]) & _PF_EXITING:
-            return True
-    return False
+
+def adopt_descendants(loop: asyncio.AbstractEventLoop) -> None:
+    """Make this process the subreaper of the jobs it starts: a descendant that escapes its
+    process group (setsid) and loses its parent becomes our child, so a timeout or stop can
+    still find it, and its exit is reaped here instead of leaving a zombie."""
+    if processes.become_subreaper():
+        loop.add_signal_handler(signal.SIGCHLD, reap_adopted)

@@ -20,9 +20,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from cronflow import processes
 from cronflow.clock import Clock
 from cronflow.errors import CronflowError
-from cronflow.records import AttemptRecord, HookRecord, OutputChunk, RunRecord
+from cronflow.records import AttemptRecord, HookRecord, OutputChunk, RunRecord, Unfinished
 
 STATUSES = frozenset(
     {"queued", "running", "retrying", "success", "failed", "timeout", "canceled", "skipped",
@@ -128,6 +129,21 @@ def m002_run_owner(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN pid INTEGER")
 
 
+@migration
+def m003_process_identity(db: sqlite3.Connection) -> None:
+    # pid + start time + boot id: a reused pid can no longer pass for a run's live owner, and
+    # each attempt's process group is known, so a starting daemon can find a dead daemon's
+    # jobs still running. Pauses belong to a job: a flow's name changes as roots come and go.
+    for statement in (
+        "ALTER TABLE runs ADD COLUMN pid_start INTEGER",
+        "ALTER TABLE runs ADD COLUMN boot_id TEXT",
+        "ALTER TABLE attempts ADD COLUMN pgid INTEGER",
+        "ALTER TABLE attempts ADD COLUMN pgid_start INTEGER",
+        "ALTER TABLE paused RENAME COLUMN flow TO job",
+    ):
+        db.execute(statement)
+
+
 # --- errors ----------------------------------------------------------------------------------
 
 _P = ParamSpec("_P")
@@ -140,7 +156,8 @@ _USER_ERRORS = {
     8: "database is read-only: {path} (check its permissions and the disk)",  # READONLY
     10: "disk I/O error on database: {path}",  # IOERR
     11: "database is damaged: {path}",  # CORRUPT
-    13: "database or disk is full: {path} (free some space or run `cronflow prune`)",  # FULL
+    13: "database or disk is full: {path} (free space on its file system; cronflow goes on by"
+    " itself once there is room, and `cronflow prune` then keeps it smaller)",  # FULL
     14: "cannot open database: {path} (check the state directory)",  # CANTOPEN
     26: "not a cronflow database: {path}",  # NOTADB
 }
@@ -305,12 +322,15 @@ class Store:
                 (flow, when, trigger, now),
             ).lastrowid
             run_ids = {}
+            me = processes.me()
             for job in jobs:
                 run_ids[job] = db.execute(
                     "INSERT INTO runs (flow_run_id, job, logical_time, trigger, status, note, pid,"
-                    " finished_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?,"
+                    " pid_start, boot_id, finished_at, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
                     " max(?, coalesce((SELECT max(created_at) FROM runs), 0)))",
-                    (flow_run_id, job, when, trigger, status, note, os.getpid(), done, now),
+                    (flow_run_id, job, when, trigger, status, note, me.pid, me.start, me.boot,
+                     done, now),
                 ).lastrowid  # fmt: skip
         return flow_run_id, run_ids
 
@@ -328,12 +348,13 @@ class Store:
         with self._write() as db:
             # created_at never goes below an earlier run's, even if the clock steps back, so
             # "recorded since" is always one id range (see history).
+            me = processes.me()
             cursor = db.execute(
                 "INSERT INTO runs (flow_run_id, job, logical_time, trigger, status, note, pid,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?,"
+                " pid_start, boot_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
                 " max(?, coalesce((SELECT max(created_at) FROM runs), 0)))",
-                (flow_run_id, job, _to_us(logical_time), trigger, status, note, os.getpid(),
-                 _to_us(self._clock.now())),
+                (flow_run_id, job, _to_us(logical_time), trigger, status, note, me.pid, me.start,
+                 me.boot, _to_us(self._clock.now())),
             )  # fmt: skip
         return cursor.lastrowid
 
@@ -376,15 +397,22 @@ class Store:
             raise KeyError(f"no run {run_id}")
 
     @_user_errors
-    def start_attempt(self, run_id: int, number: int, started_at: datetime) -> None:
-        """Record attempt `number` as running, and its run as running (started at its first
-        attempt); the run's attempt count follows it. One transaction: this is on the path
-        of every fire."""
+    def start_attempt(
+        self,
+        run_id: int,
+        number: int,
+        started_at: datetime,
+        pgid: int | None = None,
+        pgid_start: int | None = None,
+    ) -> None:
+        """Record attempt `number` as running in process group `pgid` (its leader started at
+        `pgid_start`), and its run as running (started at its first attempt); the run's
+        attempt count follows it. One transaction: this is on the path of every fire."""
         with self._write() as db:
             db.execute(
-                "INSERT INTO attempts (run_id, number, started_at, status)"
-                " VALUES (?, ?, ?, 'running')",
-                (run_id, number, _to_us(started_at)),
+                "INSERT INTO attempts (run_id, number, started_at, status, pgid, pgid_start)"
+                " VALUES (?, ?, ?, 'running', ?, ?)",
+                (run_id, number, _to_us(started_at), pgid, pgid_start),
             )
             db.execute(
                 "UPDATE runs SET attempts = max(attempts, ?), status = 'running',"
@@ -494,15 +522,17 @@ class Store:
             db.execute("DELETE FROM state WHERE key = ?", (key,))
 
     @_user_errors
-    def set_paused(self, flow: str, paused: bool, now: datetime) -> None:
-        """Pause (keeping the first `since`) or resume a flow."""
+    def set_paused(self, jobs: Sequence[str], paused: bool, now: datetime) -> None:
+        """Pause `jobs` (keeping the first `since`), or resume them: a flow is paused while
+        any of its jobs is."""
         with self._write() as db:
             if paused:
-                db.execute(
-                    "INSERT OR IGNORE INTO paused (flow, since) VALUES (?, ?)", (flow, _to_us(now))
+                db.executemany(
+                    "INSERT OR IGNORE INTO paused (job, since) VALUES (?, ?)",
+                    [(job, _to_us(now)) for job in jobs],
                 )
             else:
-                db.execute("DELETE FROM paused WHERE flow = ?", (flow,))
+                db.executemany("DELETE FROM paused WHERE job = ?", [(job,) for job in jobs])
 
     @_user_errors
     def prune(self, before: datetime) -> int:
@@ -553,29 +583,41 @@ class Store:
         return len(doomed)
 
     @_user_errors
-    def mark_unfinished_lost(
-        self, now: datetime, note: str, alive: Callable[[int], bool] | None = None
-    ) -> list[RunRecord]:
-        """Runs left queued/running/retrying become `lost` (finished now); returns them.
+    def unfinished_runs(self) -> list[Unfinished]:
+        """Runs queued, running or retrying, oldest first, with their owner process and the
+        process groups of their unfinished attempts."""
+        rows = self.conn.execute(
+            f"SELECT {_RUN_COLUMNS}, pid, pid_start, boot_id,"
+            " (SELECT json_group_array(json_array(pgid, pgid_start)) FROM attempts"
+            "  WHERE run_id = runs.id AND finished_at IS NULL AND pgid IS NOT NULL)"
+            " FROM runs WHERE status IN ('queued', 'running', 'retrying') ORDER BY id"
+        ).fetchall()
+        width = len(_RUN_COLUMNS.split(","))
+        return [
+            Unfinished(
+                _run(row), row[width], row[width + 1], row[width + 2],
+                tuple((g[0], g[1]) for g in json.loads(row[width + 3])),
+            )  # fmt: skip
+            for row in rows
+        ]
 
-        With `alive`, runs whose process (by pid) is still alive are left alone. Their
-        unfinished attempts are closed as `lost` too.
-        """
+    @_user_errors
+    def mark_lost(self, notes: dict[int, str], now: datetime) -> list[RunRecord]:
+        """Unfinished runs among those in `notes` become `lost` (finished now, with their
+        note), their unfinished attempts too; returns them."""
         with self._write() as db:
             ids = [
-                run_id
-                for run_id, pid in db.execute(
-                    "SELECT id, pid FROM runs WHERE status IN ('queued', 'running', 'retrying')"
+                row[0]
+                for row in db.execute(
+                    "SELECT id FROM runs WHERE id IN (SELECT value FROM json_each(?))"
+                    " AND status IN ('queued', 'running', 'retrying')",
+                    (json.dumps(list(notes)),),
                 )
-                if alive is None or pid is None or not alive(pid)
             ]
-            if not ids:
-                return []
             id_list = json.dumps(ids)
-            db.execute(
-                "UPDATE runs SET status = 'lost', finished_at = ?, note = ?"
-                " WHERE id IN (SELECT value FROM json_each(?))",
-                (_to_us(now), note, id_list),
+            db.executemany(
+                "UPDATE runs SET status = 'lost', finished_at = ?, note = ? WHERE id = ?",
+                [(_to_us(now), notes[run_id], run_id) for run_id in ids],
             )
             db.execute(
                 "UPDATE attempts SET status = 'lost', finished_at = ?"
@@ -597,8 +639,17 @@ class Store:
         return None if row is None else row[0]
 
     @_user_errors
-    def paused_flows(self) -> set[str]:
-        return {row[0] for row in self.conn.execute("SELECT flow FROM paused")}
+    def states(self, prefix: str) -> dict[str, str]:
+        """Every state key that starts with `prefix`, with its value."""
+        rows = self.conn.execute(
+            "SELECT key, value FROM state WHERE key >= ? AND key < ?",
+            (prefix, prefix + "\U0010ffff"),
+        )
+        return dict(rows.fetchall())
+
+    @_user_errors
+    def paused_jobs(self) -> set[str]:
+        return {row[0] for row in self.conn.execute("SELECT job FROM paused")}
 
     def _runs(self, where: str, params: Sequence[Any] = ()) -> list[RunRecord]:
         rows = self.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs {where}", params).fetchall()

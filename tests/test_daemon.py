@@ -75,10 +75,10 @@ def test_a_suspend_over_a_fire_records_one_missed_run(berlin_daily: Harness) -> 
 
 def test_paused_flows_do_not_fire_and_resume_from_the_next_fire(berlin_daily: Harness) -> None:
     h = berlin_daily
-    h.store.set_paused("backup", True, h.clock.now())
+    h.store.set_paused(["backup"], True, h.clock.now())
     h.run_for(86400)
     assert h.fired == [] and h.statuses("backup") == []
-    h.store.set_paused("backup", False, h.clock.now())
+    h.store.set_paused(["backup"], False, h.clock.now())
     h.run_for(86400)
     assert [f[1].isoformat() for f in h.fired] == ["2026-03-29T01:00:00+00:00"]
 

@@ -6,6 +6,8 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from cronflow.config import parse_config
 from cronflow.engine import Engine, FlowRun
 from cronflow.store import Store
@@ -270,3 +272,104 @@ def test_a_failure_handler_run_by_hand_runs(tmp_path: Path) -> None:
         jobs=("alert",),
     )
     assert runs["alert"].status == "success"
+
+
+def _engine_run(tmp_path: Path, toml: str, body):
+    """Run `body(engine, config)` on a fresh loop with a real store; returns its result."""
+    config = parse_config(toml, str(tmp_path / "jobs.toml"))
+    store = Store(tmp_path / "state" / "cronflow.db")
+
+    async def main():
+        engine = Engine(store, max_parallel=1, observer=Recorder())
+        return await body(engine, config)
+
+    return asyncio.run(main()), store
+
+
+def test_drain_cancels_a_retry_wait_and_a_queued_job_at_once_but_lets_attempts_finish(
+    tmp_path: Path,
+) -> None:
+    toml = """
+[jobs.flaky]
+command = "exit 1"
+retries = 3
+retry_delay = "1h"
+[jobs.busy]
+command = "sleep 0.5; echo finished"
+[jobs.waiting]
+command = "echo never"
+"""
+
+    async def body(engine: Engine, config):
+        plans = [FlowRun(config, j, (j,), LOGICAL, "schedule") for j in ("flaky", "busy")]
+        flaky = asyncio.ensure_future(engine.execute(plans[0]))
+        await asyncio.sleep(0)  # flaky takes the only slot first
+        while engine.store.active_runs()[0].status != "retrying":
+            await asyncio.sleep(0.01)
+        busy = asyncio.ensure_future(engine.execute(plans[1]))
+        while engine.store.active_runs()[-1].status != "running":
+            await asyncio.sleep(0.01)
+        waiting = asyncio.ensure_future(
+            engine.execute(FlowRun(config, "waiting", ("waiting",), LOGICAL, "schedule"))
+        )
+        await asyncio.sleep(0.05)
+        engine.drain.set()  # the daemon's SIGTERM
+        started = asyncio.get_running_loop().time()
+        results = await asyncio.gather(flaky, waiting)
+        drained_in = asyncio.get_running_loop().time() - started
+        return results, await busy, drained_in
+
+    (results, busy, drained_in), store = _engine_run(tmp_path, toml, body)
+    (flaky,), (waiting,) = results
+    assert drained_in < 5  # not the hour of retry_delay
+    assert (flaky.status, flaky.attempts) == ("canceled", 1)
+    assert flaky.note == "stopped before a retry; last attempt: exit code 1"
+    assert (waiting.status, waiting.attempts) == ("canceled", 0)
+    assert busy[0].status == "success"  # a live attempt is not cut short by a drain
+
+
+def test_spent_attempts_continue_the_budget_and_the_numbering(tmp_path: Path) -> None:
+    toml = '[jobs.a]\ncommand = "echo $CRONFLOW_ATTEMPT; exit 1"\nretries = 2\nretry_delay = 0\n'
+
+    async def body(engine: Engine, config):
+        plan = FlowRun(config, "a", ("a",), LOGICAL, "retry", spent={"a": 1})
+        return await engine.execute(plan)
+
+    (run,), store = _engine_run(tmp_path, toml, body)
+    assert (run.status, run.attempts) == ("failed", 3)  # attempts 2 and 3: the budget was 3
+    assert [a.number for a in store.attempts(run.run_id)] == [2, 3]
+    assert [c.data for c in store.output(run.run_id)] == [b"2\n", b"3\n"]
+
+
+def test_a_store_that_refuses_writes_fails_the_run_and_records_it_later(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from cronflow.errors import CronflowError
+
+    toml = '[jobs.a]\ncommand = "echo hello"\n'
+    full = CronflowError("database or disk is full: x")
+
+    async def body(engine: Engine, config):
+        real_update = engine.store.update_run
+
+        def refuse(*args, **kwargs):
+            raise full
+
+        monkeypatch.setattr(engine.store, "add_outputs", refuse)
+        monkeypatch.setattr(engine.store, "update_run", refuse)
+        plan = FlowRun(config, "a", ("a",), LOGICAL, "schedule")
+        flow_run_id, run_ids = engine.create(plan)
+        await engine.execute_created(plan, flow_run_id, run_ids)
+        pending = dict(engine.unrecorded)
+        with pytest.raises(CronflowError):
+            engine.record_unrecorded()  # still full
+        monkeypatch.setattr(engine.store, "update_run", real_update)  # space was freed
+        engine.record_unrecorded()
+        return run_ids["a"], pending, engine.unrecorded
+
+    (run_id, pending, left), store = _engine_run(tmp_path, toml, body)
+    assert pending[run_id]["status"] == "failed"
+    assert left == {}
+    run = store.get_run(run_id)
+    assert run.status == "failed"
+    assert run.note == "cronflow error: database or disk is full: x"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cronflow import processes
 from cronflow.clock import VirtualClock
 from cronflow.errors import CronflowError
 from cronflow.store import (
@@ -273,17 +274,16 @@ def test_state_and_paused(store: Store) -> None:
     assert store.get_state("boot_id") == "def"
     store.delete_state("boot_id")
     assert store.get_state("boot_id") is None
-    assert store.paused_flows() == set()
-    store.set_paused("etl", True, at(0))
-    store.set_paused("etl", True, at(9))  # pausing twice keeps the first instant
-    store.set_paused("backup", True, at(1))
-    assert store.paused_flows() == {"etl", "backup"}
-    assert store.conn.execute("SELECT since FROM paused WHERE flow='etl'").fetchone()[0] == (
+    assert store.paused_jobs() == set()
+    store.set_paused(["etl"], True, at(0))
+    store.set_paused(["etl"], True, at(9))  # pausing twice keeps the first instant
+    store.set_paused(["backup"], True, at(1))
+    assert store.paused_jobs() == {"etl", "backup"}
+    assert store.conn.execute("SELECT since FROM paused WHERE job='etl'").fetchone()[0] == (
         int(T0.timestamp()) * 1_000_000
     )
-    store.set_paused("etl", False, at(2))
-    store.set_paused("never", False, at(2))
-    assert store.paused_flows() == {"backup"}
+    store.set_paused(["etl", "never"], False, at(2))
+    assert store.paused_jobs() == {"backup"}
 
 
 # --- queries over many runs ----------------------------------------------------------------
@@ -343,33 +343,30 @@ def test_recent_failures_and_last_status(busy_store: Store) -> None:
     assert store.last_status([]) == {}
 
 
-def test_active_runs_and_mark_unfinished_lost(store: Store) -> None:
+def test_unfinished_runs_and_mark_lost(store: Store) -> None:
     done = add_run(store, "a", status="success", finished_at=at(1))
     queued = add_run(store, "b", status="queued")
     running = add_run(store, "c", status="running", started_at=at(1))
-    store.start_attempt(running, 1, at(1))
+    store.start_attempt(running, 1, at(1), pgid=4242, pgid_start=777)
     retrying = add_run(store, "d", status="retrying", started_at=at(1), attempts=1)
     assert [r.run_id for r in store.active_runs()] == [queued, running, retrying]
-    lost = store.mark_unfinished_lost(at(100), "the daemon died")
-    assert [r.run_id for r in lost] == [queued, running, retrying]
-    assert {(r.status, r.finished_at, r.note) for r in lost} == {
-        ("lost", at(100), "the daemon died")
+    unfinished = store.unfinished_runs()
+    assert [u.run.run_id for u in unfinished] == [queued, running, retrying]
+    me = processes.me()
+    assert {(u.owner_pid, u.owner_start, u.boot_id) for u in unfinished} == {
+        (me.pid, me.start, me.boot)
     }
+    assert [u.groups for u in unfinished] == [(), ((4242, 777),), ()]
+    lost = store.mark_lost({queued: "the daemon died", running: "x", retrying: "y"}, at(100))
+    assert [r.run_id for r in lost] == [queued, running, retrying]
+    assert [(r.status, r.finished_at, r.note) for r in lost] == [
+        ("lost", at(100), "the daemon died"), ("lost", at(100), "x"), ("lost", at(100), "y")
+    ]  # fmt: skip
     assert store.attempts(running)[0].status == "lost"
     assert store.attempts(running)[0].finished_at == at(100)
-    assert store.active_runs() == []
+    assert store.active_runs() == [] and store.unfinished_runs() == []
     assert store.get_run(done).status == "success"
-    assert store.mark_unfinished_lost(at(200), "again") == []
-
-
-def test_mark_unfinished_lost_spares_runs_of_live_processes(store: Store) -> None:
-    mine = add_run(store, "a", status="running")
-    store.conn.execute("UPDATE runs SET pid = 999999999 WHERE id != ?", (mine,))
-    dead = add_run(store, "b", status="running")
-    store.conn.execute("UPDATE runs SET pid = 999999999 WHERE id = ?", (dead,))
-    lost = store.mark_unfinished_lost(at(5), "gone", alive=lambda pid: pid != 999999999)
-    assert [r.run_id for r in lost] == [dead]
-    assert store.get_run(mine).status == "running"
+    assert store.mark_lost({done: "again", running: "again"}, at(200)) == []
 
 
 def test_succeeded_logical_times(store: Store) -> None:

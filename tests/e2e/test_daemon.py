@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cronflow.store import Store
-from tests.conftest import CRONFLOW, cronflow, wait_until
+from tests.conftest import CRONFLOW, alive, cronflow, wait_until
 from tests.e2e.conftest import Daemon, launch
 
 EVERY_SECOND = '[jobs.tick]\nschedule = "@every 1s"\ncommand = "echo tick"\n'
@@ -97,17 +97,22 @@ command = "touch {marker}; sleep 60"
     assert d.runs("slow")[0]["status"] == "canceled"
 
 
-def test_kill_9_then_restart_marks_lost(daemons, tmp_path: Path) -> None:
-    marker = tmp_path / "started"
-    toml = f'[jobs.slow]\nschedule = "@every 1s"\ncommand = "touch {marker}; sleep 60"\n'
+def test_kill_9_then_restart_stops_the_orphan_before_marking_lost(daemons, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    toml = f'[jobs.slow]\nschedule = "@every 1s"\ncommand = "echo $$ > {pidfile}; exec sleep 60"\n'
     d = launch(daemons, tmp_path, toml)
-    wait_until(marker.exists, what="the job to start")
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the job to start")
     d.stop(signal.SIGKILL)
+    orphan = int(pidfile.read_text())
+    assert alive(orphan)  # kill -9 leaves the job running, orphaned
     assert d.runs("slow")[0]["status"] == "running"
     d2 = launch(daemons, tmp_path, toml)
     wait_until(lambda: any(r["status"] == "lost" for r in d2.runs("slow")), what="lost")
+    assert not alive(orphan)  # stopped before the run was declared lost
     lost = [r for r in d2.runs("slow") if r["status"] == "lost"]
-    assert lost[0]["note"] == "the daemon stopped while this ran"
+    assert lost[0]["note"] == (
+        "the daemon stopped while this ran; its processes still running were stopped (1)"
+    )
 
 
 def test_overlap_skip_records_skipped(daemons, tmp_path: Path) -> None:
@@ -257,3 +262,19 @@ def test_starting_the_daemon_leaves_a_live_manual_run_alone(daemons, tmp_path: P
     runs = d.runs("slow")
     assert [(r["status"], r["trigger"]) for r in runs] == [("success", "manual")]
     assert "lost" not in d.log.read_text()
+
+
+def test_sigterm_cancels_a_run_waiting_for_its_retry_at_once(daemons, tmp_path: Path) -> None:
+    toml = """
+[jobs.flaky]
+schedule = "@reboot"
+command = "exit 3"
+retries = 2
+retry_delay = "1h"
+"""
+    d = launch(daemons, tmp_path, toml)  # stop_timeout: the default 60 s
+    wait_until(lambda: d.runs("flaky") and d.runs("flaky")[0]["status"] == "retrying")
+    assert d.stop() == 0  # within the harness's 30 s, so not after stop_timeout
+    (run,) = d.runs("flaky")
+    assert (run["status"], run["attempts"]) == ("canceled", 1)
+    assert run["note"] == "stopped before a retry; last attempt: exit code 3"

@@ -91,6 +91,7 @@ def test_list_json_shape() -> None:
         "last_status",
         "after",
         "paused",
+        "paused_by",
         "enabled",
     }
     assert extract["schedule"] == "0 6 * * *"

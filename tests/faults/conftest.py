@@ -1,0 +1,13 @@
+"""Fault injection against real processes: each test breaks one thing on purpose."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import daemons  # noqa: F401  (the real daemon's fixture)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/faults/" in str(item.fspath):
+            item.add_marker(pytest.mark.slow)
