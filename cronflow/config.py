@@ -24,6 +24,12 @@ CATCHUP = ("none", "latest", "all")
 JOB_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 NOT_IN_DEFAULTS = ("schedule", "after", "command", "description")
 SECTIONS = ("defaults", "daemon", "jobs")
+# Upper bounds: a larger value is a typo, or would make a retry loop never end, or hold
+# unbounded output in memory (the log cap's tail is kept in memory until the attempt ends).
+MAX_RETRIES = 1000
+MAX_BACKOFF = 1000.0
+MAX_PARALLEL = 10_000
+MAX_LOG_BYTES = 1024**3
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,13 @@ class Job:
 
     def retry_wait(self, attempt: int) -> float:
         """Seconds to wait after failed attempt `attempt` (1-based) before the next one."""
-        return min(self.retry_delay * self.retry_backoff ** (attempt - 1), self.retry_max_delay)
+        if self.retry_delay == 0:
+            return 0.0
+        try:
+            wait = self.retry_delay * self.retry_backoff ** (attempt - 1)
+        except OverflowError:  # 1000 ** 999 is no float: far beyond any cap
+            return self.retry_max_delay
+        return min(wait, self.retry_max_delay)
 
 
 @dataclass(frozen=True)
@@ -243,8 +255,10 @@ class _Checker:
                 self.problem(
                     where, f"unknown key{_suggest(key, allowed)}; allowed: {', '.join(allowed)}"
                 )
-            elif key == "max_parallel" and not (_is_int(value) and value >= 1):
-                self.problem(where, f"must be a whole number ≥ 1, got {value!r}")
+            elif key == "max_parallel" and not (_is_int(value) and 1 <= value <= MAX_PARALLEL):
+                self.problem(
+                    where, f"must be a whole number from 1 to {MAX_PARALLEL}, got {value!r}"
+                )
             elif key == "max_parallel":
                 values[key] = value
             elif (seconds := self._convert(where, parse_duration, value)) is not None:
@@ -421,15 +435,16 @@ def _env(_: _Checker, value: Any) -> dict[str, str]:
 
 
 def _retries(_: _Checker, value: Any) -> int:
-    if _is_int(value) and value >= 0:
+    if _is_int(value) and 0 <= value <= MAX_RETRIES:
         return value
-    raise ValueError(f"must be a whole number ≥ 0, got {value!r}")
+    raise ValueError(f"must be a whole number from 0 to {MAX_RETRIES}, got {value!r}")
 
 
 def _backoff(_: _Checker, value: Any) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 1:
+    # The comparison also refuses nan; inf is refused by the upper bound.
+    if isinstance(value, int | float) and not isinstance(value, bool) and 1 <= value <= MAX_BACKOFF:
         return float(value)
-    raise ValueError(f"must be a number ≥ 1, got {value!r}")
+    raise ValueError(f"must be a number from 1 to {MAX_BACKOFF:g}, got {value!r}")
 
 
 def _bool(_: _Checker, value: Any) -> bool:
@@ -443,7 +458,10 @@ def _duration(_: _Checker, value: Any) -> float:
 
 
 def _size(_: _Checker, value: Any) -> int:
-    return parse_size(value)
+    size = parse_size(value)
+    if size > MAX_LOG_BYTES:
+        raise ValueError(f"must be at most 1GiB, got {value!r}")
+    return size
 
 
 _KEYS: dict[str, Any] = {
