@@ -6,6 +6,7 @@ import difflib
 import functools
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -165,11 +166,41 @@ def read_job_file(path: Path) -> str:
         raise CronflowError(f"{path}: is a directory, not a job file", 2) from None
     except OSError as exc:
         raise CronflowError(f"{path}: cannot read: {exc.strerror}", 2) from None
+    check_owned_safely(path)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise CronflowError(f"{path}:{line}: not a TOML text file (invalid UTF-8)", 2) from None
+
+
+def check_owned_safely(path: Path) -> None:
+    """Refuse a job file that another user could change: whoever writes it runs commands as you.
+
+    As sshd's StrictModes: the file and every folder above it (above the path as given, and
+    above a symlink's target) must be owned by you or root and not writable by group or
+    others. A sticky folder (like /tmp) may be writable: others cannot replace what they do
+    not own in it, and the next folder down must be ours or root's anyway.
+    """
+    given = path.absolute()
+    real = Path(os.path.realpath(given))
+    for place in dict.fromkeys([real, *real.parents, *given.parents]):
+        try:
+            st = os.stat(place)
+        except OSError:
+            continue  # vanished meanwhile: the read already succeeded or failed on its own
+        if st.st_uid not in (os.geteuid(), 0):
+            raise CronflowError(
+                f"{place} is owned by another user (uid {st.st_uid}); cronflow runs only a job "
+                "file that you or root control",
+                2,
+            )
+        sticky_folder = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+        if st.st_mode & 0o022 and not sticky_folder:
+            mode = stat.S_IMODE(st.st_mode)
+            raise CronflowError(
+                f"{place} is writable by others (mode {mode:04o}); run chmod go-w {place}", 2
+            )
 
 
 def parse_config(text: str, path: str = "<job file>") -> Config:

@@ -375,7 +375,7 @@ def _write(path: Path, text: str, overwrite: bool) -> None:
 
 def _write_file(path: Path, text: str, overwrite: bool) -> None:
     target = Path(os.path.realpath(path))
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_folders(target.parent)
     try:
         old = os.stat(target)
     except FileNotFoundError:
@@ -401,6 +401,15 @@ def _write_file(path: Path, text: str, overwrite: bool) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
     _fsync_folder(target.parent)
+
+
+def _make_folders(folder: Path) -> None:
+    """Create missing folders as the umask says, but never writable by group or others:
+    cronflow refuses a job file in such a folder, and a umask of 002 would make them so."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    for each in reversed(missing):
+        each.mkdir(exist_ok=True)
+        os.chmod(each, stat.S_IMODE(os.stat(each).st_mode) & ~0o022)
 
 
 def _link_new(temp: Path, target: Path, shown: Path) -> None:

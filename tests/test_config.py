@@ -297,3 +297,48 @@ def test_graph_problems_show_beside_key_problems() -> None:
 
 def test_array_of_jobs_tables_is_located() -> None:
     assert problems('[[jobs]]\ncommand = "x"\n') == ["jobs.toml:1: jobs: must be a table ([jobs])"]
+
+
+# -- who may write the job file ----------------------------------------------------------------
+
+
+def _job_file(folder: Path, mode: int = 0o644) -> Path:
+    folder.mkdir(exist_ok=True)
+    path = folder / "jobs.toml"
+    path.write_text('[jobs.a]\ncommand = "x"\n')
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o664, 0o646, 0o622])
+def test_a_job_file_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    path = _job_file(tmp_path / "jobs", mode)
+    with pytest.raises(CronflowError) as info:
+        load_config(path)
+    assert info.value.exit_code == 2
+    assert info.value.message == (
+        f"{path} is writable by others (mode {mode:04o}); run chmod go-w {path}"
+    )
+
+
+def test_a_job_file_in_a_folder_others_can_write_is_refused(tmp_path: Path) -> None:
+    path = _job_file(tmp_path / "jobs")
+    path.parent.chmod(0o777)
+    with pytest.raises(CronflowError, match="jobs is writable by others \\(mode 0777\\)"):
+        load_config(path)
+    path.parent.chmod(0o755)
+    assert list(load_config(path).jobs) == ["a"]
+
+
+def test_a_sticky_folder_like_tmp_is_accepted(tmp_path: Path) -> None:
+    path = _job_file(tmp_path / "jobs")
+    path.parent.chmod(0o1777)  # others may add files there, but not replace ours
+    assert list(load_config(path).jobs) == ["a"]
+
+
+def test_a_symlinked_job_file_is_checked_where_it_points(tmp_path: Path) -> None:
+    target = _job_file(tmp_path / "dotfiles", 0o666)
+    link = tmp_path / "jobs.toml"
+    link.symlink_to(target)
+    with pytest.raises(CronflowError, match=f"^{target} is writable by others"):
+        load_config(link)

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cronflow import editing
-from cronflow.config import parse_config
+from cronflow.config import load_config, parse_config
 from cronflow.editing import NewJob
 from cronflow.errors import ConfigError, CronflowError
 
@@ -298,6 +298,17 @@ def test_new_files_are_0644_under_the_umask_with_their_folders(tmp_path: Path) -
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a" / "b" / "jobs.toml").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "private.toml").stat().st_mode) == 0o600
+
+
+def test_new_folders_are_not_group_writable_under_a_group_umask(tmp_path: Path) -> None:
+    old = os.umask(0o002)  # Debian's user-private-group umask
+    try:
+        editing.write_new(tmp_path / "a" / "b" / "jobs.toml", '[jobs.x]\ncommand = "true"\n')
+    finally:
+        os.umask(old)
+    for folder in (tmp_path / "a", tmp_path / "a" / "b"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    assert list(load_config(tmp_path / "a" / "b" / "jobs.toml").jobs) == ["x"]
 
 
 def test_write_new_never_overwrites(tmp_path: Path) -> None:
