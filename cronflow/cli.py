@@ -533,7 +533,7 @@ def add(
         render.line(editing.job_block(job).rstrip("\n"))
         return
     if exists:
-        editing.write_atomic(path, result)
+        editing.write_atomic(path, result, expected=text)
     else:
         editing.write_new(path, result)
     render.line(f"added job {name} to {path}")
@@ -550,7 +550,8 @@ def remove(
     from cronflow.config import read_job_file
 
     path = _Paths.config(config)
-    editing.write_atomic(path, editing.remove_job(read_job_file(path), name, str(path)))
+    text = read_job_file(path)
+    editing.write_atomic(path, editing.remove_job(text, name, str(path)), expected=text)
     render.line(f"removed job {name} from {path}")
     _nudge_daemon()
 
@@ -624,7 +625,10 @@ def import_crontab(
         return
     text = editing.append_block(existing, result.toml)
     parse_config(text, str(path))  # always valid by construction; never write one that isn't
-    (editing.write_atomic if exists else editing.write_new)(path, text)
+    if exists:
+        editing.write_atomic(path, text, expected=existing)
+    else:
+        editing.write_new(path, text)
     render.line(f"added {len(result.jobs)} jobs to {path}")
     _nudge_daemon()
 

@@ -329,3 +329,15 @@ def test_a_symlinked_job_file_stays_a_symlink(tmp_path: Path) -> None:
     editing.write_atomic(link, "new\n")
     assert link.is_symlink()
     assert real.read_text() == "new\n"
+
+
+def test_write_atomic_refuses_when_the_file_is_not_what_was_read(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.toml"
+    path.write_text("theirs\n")
+    with pytest.raises(CronflowError, match="changed while cronflow was editing it") as info:
+        editing.write_atomic(path, "mine\n", expected="what I read\n")
+    assert info.value.exit_code == 1
+    assert path.read_text() == "theirs\n"
+    assert os.listdir(tmp_path) == ["jobs.toml"]
+    editing.write_atomic(path, "mine\n", expected="theirs\n")
+    assert path.read_text() == "mine\n"
