@@ -634,24 +634,28 @@ def import_crontab(
 
 
 def _crontab_text(source: str | None) -> str:
-    """The crontab to import: a file, stdin, or `crontab -l`."""
+    """The crontab to import: a file, stdin, or `crontab -l`.
+
+    Bytes that are not UTF-8 are kept as surrogate escapes, never replaced: the importer
+    reports their lines and keeps them escaped instead of changing a command silently.
+    """
     import subprocess
 
     if source == "-":
-        return sys.stdin.read()
+        return sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
     if source is not None:
         try:
-            return Path(source).read_text(encoding="utf-8", errors="replace")
+            return Path(source).read_bytes().decode("utf-8", "surrogateescape")
         except OSError as exc:
             raise CronflowError(f"{source}: cannot read: {exc.strerror}", 2) from None
     try:
-        listed = subprocess.run(["crontab", "-l"], capture_output=True, text=True, check=False)
+        listed = subprocess.run(["crontab", "-l"], capture_output=True, check=False)
     except FileNotFoundError:
         raise CronflowError("no `crontab` command here; pass a FILE, or - for stdin") from None
     if listed.returncode != 0:
-        reason = listed.stderr.strip() or f"exit {listed.returncode}"
+        reason = listed.stderr.decode(errors="replace").strip() or f"exit {listed.returncode}"
         raise CronflowError(f"crontab -l: {reason}")
-    return listed.stdout
+    return listed.stdout.decode("utf-8", "surrogateescape")
 
 
 def _parse(parser: Callable[..., Any], text: str, *args: Any, option: str) -> Any:
