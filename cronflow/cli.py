@@ -261,11 +261,34 @@ def history(
     zone = local_zone()
     moment = None if since is None else _parse(parse_since, since, _now(), zone, option="--since")
     store = _open_store_if_exists()
+    if job is not None:
+        _check_job_known(job, store, config)
     runs = store.history(job, status, moment, limit) if store else []
     if as_json:
         render.print_json([r.to_json() for r in runs])
     else:
         render.history_table(runs, zone)
+
+
+def _check_job_known(job: str, store: "Store | None", config: Path | None) -> None:
+    """Refuse (exit 1, with a did-you-mean) a job neither in the job file nor in the history.
+
+    The history counts: a removed job's runs stay readable. A job file that is missing or
+    broken just adds no names, so the history stays readable without one.
+    """
+    from cronflow.config import suggest
+
+    if store is not None and store.latest_run(job) is not None:
+        return  # one indexed lookup: `history JOB` stays fast, the job file is not even read
+    path = _Paths.config(config)
+    try:
+        names = set(_load(config).jobs)
+    except CronflowError:
+        names = set()
+    if job in names:
+        return
+    names |= store.job_names() if store else set()
+    raise CronflowError(f"no job named {job!r} in {path} or in the history{suggest(job, names)}")
 
 
 STATUSES = (
@@ -306,6 +329,8 @@ def logs(
     if stream not in (None, "out", "err"):
         raise CronflowError(f"--stream: must be out or err, got {stream!r}", 2)
     store = _open_store_if_exists()
+    if not target.isdigit():
+        _check_job_known(target, store, config)
     run = logview.find_run(store, target)
     view = logview.LogView(store, run, attempt=attempt, stream=stream)
     if attempt is not None and not view.attempts and not follow:

@@ -122,7 +122,7 @@ class Config:
         """The job called `name`, or a CronflowError (exit 1) with a did-you-mean."""
         if name in self.jobs:
             return self.jobs[name]
-        raise CronflowError(f"no job named {name!r} in {self.path}{_suggest(name, self.jobs)}")
+        raise CronflowError(f"no job named {name!r} in {self.path}{suggest(name, self.jobs)}")
 
     def flow_of(self, job: str) -> Flow:
         return next(f for f in self.flows if job in f.jobs)
@@ -249,7 +249,7 @@ class _Checker:
             if section not in SECTIONS:
                 self.problem(
                     section,
-                    f"unknown section{_suggest(section, SECTIONS)}; allowed: {', '.join(SECTIONS)}",
+                    f"unknown section{suggest(section, SECTIONS)}; allowed: {', '.join(SECTIONS)}",
                 )
         defaults = self._table(raw, "defaults")
         for key in NOT_IN_DEFAULTS:
@@ -284,7 +284,7 @@ class _Checker:
             where = f"daemon.{key}"
             if key not in allowed:
                 self.problem(
-                    where, f"unknown key{_suggest(key, allowed)}; allowed: {', '.join(allowed)}"
+                    where, f"unknown key{suggest(key, allowed)}; allowed: {', '.join(allowed)}"
                 )
             elif key == "max_parallel" and not (_is_int(value) and 1 <= value <= MAX_PARALLEL):
                 self.problem(
@@ -311,7 +311,7 @@ class _Checker:
         for key, value in raw.items():
             check = _KEYS.get(key)
             if check is None:
-                self.problem(f"{where}.{key}", f"unknown key{_suggest(key, _KEYS)}")
+                self.problem(f"{where}.{key}", f"unknown key{suggest(key, _KEYS)}")
                 continue
             try:
                 values[key] = check(self, value)
@@ -351,7 +351,7 @@ class _Checker:
                 if target not in names:
                     self.problem(
                         f"jobs.{name}.after",
-                        f"unknown job {target!r}{_suggest(target, names - {name})}",
+                        f"unknown job {target!r}{suggest(target, names - {name})}",
                     )
         graph = {name: tuple(t for t in job.after if t in jobs) for name, job in jobs.items()}
         cycle = flows.find_cycle(graph)
@@ -393,7 +393,8 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _suggest(word: str, choices: Any) -> str:
+def suggest(word: str, choices: Any) -> str:
+    """ " (did you mean 'x'?)" for the closest of `choices`, or "" when none is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

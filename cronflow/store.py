@@ -614,6 +614,11 @@ class Store:
         return found[0] if found else None
 
     @_user_errors
+    def job_names(self) -> set[str]:
+        """Every job with runs in the history (a removed job's too)."""
+        return {row[0] for row in self.conn.execute("SELECT DISTINCT job FROM runs")}
+
+    @_user_errors
     def history(
         self,
         job: str | None = None,

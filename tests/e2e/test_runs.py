@@ -259,3 +259,34 @@ def test_extreme_command_line_times_are_usage_errors(tmp_path: Path) -> None:
                     "-c", config)  # fmt: skip
     assert (edge.returncode, edge.stdout, edge.stderr) == (0, "", "")
     assert history(config) == []
+
+
+def test_an_unknown_job_is_refused_with_a_did_you_mean(tmp_path: Path) -> None:
+    config = write(tmp_path, '[jobs.backup]\ncommand = "true"\n[jobs.report]\ncommand = "true"\n')
+    for command in ("history", "logs", "next", "run", "pause", "resume"):
+        result = cronflow(command, "bakcup", "-c", config)
+        assert result.returncode == 1, command
+        assert result.stderr.startswith("error: no job named 'bakcup' in "), command
+        assert result.stderr.endswith(" (did you mean 'backup'?)\n"), (command, result.stderr)
+    # Known but never run: an empty history, and logs that say so.
+    assert history(config, "backup") == []
+    never = cronflow("logs", "backup", "-c", config)
+    assert (never.returncode, never.stderr) == (
+        1,
+        "error: no runs of job 'backup' in the history\n",
+    )
+
+
+def test_a_removed_job_keeps_its_history_even_without_a_job_file(tmp_path: Path) -> None:
+    config = write(tmp_path, '[jobs.old]\ncommand = "echo bye"\n[jobs.kept]\ncommand = "true"\n')
+    assert cronflow("run", "old", "-c", config).returncode == 0
+    Path(config).write_text('[jobs.kept]\ncommand = "true"\n')
+    assert [r["job"] for r in history(config, "old")] == ["old"]
+    assert cronflow("logs", "old", "-c", config).stdout.splitlines()[1] == "bye"
+    Path(config).unlink()
+    assert [r["job"] for r in history(config, "old")] == ["old"]
+    gone = cronflow("history", "odl", "-c", config)
+    assert gone.returncode == 1
+    assert gone.stderr == (
+        f"error: no job named 'odl' in {config} or in the history (did you mean 'old'?)\n"
+    )
