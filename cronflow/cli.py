@@ -261,11 +261,34 @@ def history(
     zone = local_zone()
     moment = None if since is None else _parse(parse_since, since, _now(), zone, option="--since")
     store = _open_store_if_exists()
+    if job is not None:
+        _check_job_known(job, store, config)
     runs = store.history(job, status, moment, limit) if store else []
     if as_json:
         render.print_json([r.to_json() for r in runs])
     else:
         render.history_table(runs, zone)
+
+
+def _check_job_known(job: str, store: "Store | None", config: Path | None) -> None:
+    """Refuse (exit 1, with a did-you-mean) a job neither in the job file nor in the history.
+
+    The history counts: a removed job's runs stay readable. A job file that is missing or
+    broken just adds no names, so the history stays readable without one.
+    """
+    from cronflow.config import suggest
+
+    if store is not None and store.latest_run(job) is not None:
+        return  # one indexed lookup: `history JOB` stays fast, the job file is not even read
+    path = _Paths.config(config)
+    try:
+        names = set(_load(config).jobs)
+    except CronflowError:
+        names = set()
+    if job in names:
+        return
+    names |= store.job_names() if store else set()
+    raise CronflowError(f"no job named {job!r} in {path} or in the history{suggest(job, names)}")
 
 
 STATUSES = (
@@ -306,6 +329,8 @@ def logs(
     if stream not in (None, "out", "err"):
         raise CronflowError(f"--stream: must be out or err, got {stream!r}", 2)
     store = _open_store_if_exists()
+    if not target.isdigit():
+        _check_job_known(target, store, config)
     run = logview.find_run(store, target)
     view = logview.LogView(store, run, attempt=attempt, stream=stream)
     if attempt is not None and not view.attempts and not follow:
@@ -540,7 +565,7 @@ def add(
         render.line(editing.job_block(job).rstrip("\n"))
         return
     if exists:
-        editing.write_atomic(path, result)
+        editing.write_atomic(path, result, expected=text)
     else:
         editing.write_new(path, result)
     render.line(f"added job {name} to {path}")
@@ -557,7 +582,8 @@ def remove(
     from cronflow.config import read_job_file
 
     path = _Paths.config(config)
-    editing.write_atomic(path, editing.remove_job(read_job_file(path), name, str(path)))
+    text = read_job_file(path)
+    editing.write_atomic(path, editing.remove_job(text, name, str(path)), expected=text)
     render.line(f"removed job {name} from {path}")
     _nudge_daemon()
 
@@ -631,30 +657,37 @@ def import_crontab(
         return
     text = editing.append_block(existing, result.toml)
     parse_config(text, str(path))  # always valid by construction; never write one that isn't
-    (editing.write_atomic if exists else editing.write_new)(path, text)
+    if exists:
+        editing.write_atomic(path, text, expected=existing)
+    else:
+        editing.write_new(path, text)
     render.line(f"added {len(result.jobs)} jobs to {path}")
     _nudge_daemon()
 
 
 def _crontab_text(source: str | None) -> str:
-    """The crontab to import: a file, stdin, or `crontab -l`."""
+    """The crontab to import: a file, stdin, or `crontab -l`.
+
+    Bytes that are not UTF-8 are kept as surrogate escapes, never replaced: the importer
+    reports their lines and keeps them escaped instead of changing a command silently.
+    """
     import subprocess
 
     if source == "-":
-        return sys.stdin.read()
+        return sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
     if source is not None:
         try:
-            return Path(source).read_text(encoding="utf-8", errors="replace")
+            return Path(source).read_bytes().decode("utf-8", "surrogateescape")
         except OSError as exc:
             raise CronflowError(f"{source}: cannot read: {exc.strerror}", 2) from None
     try:
-        listed = subprocess.run(["crontab", "-l"], capture_output=True, text=True, check=False)
+        listed = subprocess.run(["crontab", "-l"], capture_output=True, check=False)
     except FileNotFoundError:
         raise CronflowError("no `crontab` command here; pass a FILE, or - for stdin") from None
     if listed.returncode != 0:
-        reason = listed.stderr.strip() or f"exit {listed.returncode}"
+        reason = listed.stderr.decode(errors="replace").strip() or f"exit {listed.returncode}"
         raise CronflowError(f"crontab -l: {reason}")
-    return listed.stdout
+    return listed.stdout.decode("utf-8", "surrogateescape")
 
 
 def _parse(parser: Callable[..., Any], text: str, *args: Any, option: str) -> Any:

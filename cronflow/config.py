@@ -6,6 +6,7 @@ import difflib
 import functools
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +25,12 @@ CATCHUP = ("none", "latest", "all")
 JOB_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 NOT_IN_DEFAULTS = ("schedule", "after", "command", "description")
 SECTIONS = ("defaults", "daemon", "jobs")
+# Upper bounds: a larger value is a typo, or would make a retry loop never end, or hold
+# unbounded output in memory (the log cap's tail is kept in memory until the attempt ends).
+MAX_RETRIES = 1000
+MAX_BACKOFF = 1000.0
+MAX_PARALLEL = 10_000
+MAX_LOG_BYTES = 1024**3
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,13 @@ class Job:
 
     def retry_wait(self, attempt: int) -> float:
         """Seconds to wait after failed attempt `attempt` (1-based) before the next one."""
-        return min(self.retry_delay * self.retry_backoff ** (attempt - 1), self.retry_max_delay)
+        if self.retry_delay == 0:
+            return 0.0
+        try:
+            wait = self.retry_delay * self.retry_backoff ** (attempt - 1)
+        except OverflowError:  # 1000 ** 999 is no float: far beyond any cap
+            return self.retry_max_delay
+        return min(wait, self.retry_max_delay)
 
 
 @dataclass(frozen=True)
@@ -109,7 +122,7 @@ class Config:
         """The job called `name`, or a CronflowError (exit 1) with a did-you-mean."""
         if name in self.jobs:
             return self.jobs[name]
-        raise CronflowError(f"no job named {name!r} in {self.path}{_suggest(name, self.jobs)}")
+        raise CronflowError(f"no job named {name!r} in {self.path}{suggest(name, self.jobs)}")
 
     def flow_of(self, job: str) -> Flow:
         return next(f for f in self.flows if job in f.jobs)
@@ -153,11 +166,41 @@ def read_job_file(path: Path) -> str:
         raise CronflowError(f"{path}: is a directory, not a job file", 2) from None
     except OSError as exc:
         raise CronflowError(f"{path}: cannot read: {exc.strerror}", 2) from None
+    check_owned_safely(path)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise CronflowError(f"{path}:{line}: not a TOML text file (invalid UTF-8)", 2) from None
+
+
+def check_owned_safely(path: Path) -> None:
+    """Refuse a job file that another user could change: whoever writes it runs commands as you.
+
+    As sshd's StrictModes: the file and every folder above it (above the path as given, and
+    above a symlink's target) must be owned by you or root and not writable by group or
+    others. A sticky folder (like /tmp) may be writable: others cannot replace what they do
+    not own in it, and the next folder down must be ours or root's anyway.
+    """
+    given = path.absolute()
+    real = Path(os.path.realpath(given))
+    for place in dict.fromkeys([real, *real.parents, *given.parents]):
+        try:
+            st = os.stat(place)
+        except OSError:
+            continue  # vanished meanwhile: the read already succeeded or failed on its own
+        if st.st_uid not in (os.geteuid(), 0):
+            raise CronflowError(
+                f"{place} is owned by another user (uid {st.st_uid}); cronflow runs only a job "
+                "file that you or root control",
+                2,
+            )
+        sticky_folder = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+        if st.st_mode & 0o022 and not sticky_folder:
+            mode = stat.S_IMODE(st.st_mode)
+            raise CronflowError(
+                f"{place} is writable by others (mode {mode:04o}); run chmod go-w {place}", 2
+            )
 
 
 def parse_config(text: str, path: str = "<job file>") -> Config:
@@ -206,7 +249,7 @@ class _Checker:
             if section not in SECTIONS:
                 self.problem(
                     section,
-                    f"unknown section{_suggest(section, SECTIONS)}; allowed: {', '.join(SECTIONS)}",
+                    f"unknown section{suggest(section, SECTIONS)}; allowed: {', '.join(SECTIONS)}",
                 )
         defaults = self._table(raw, "defaults")
         for key in NOT_IN_DEFAULTS:
@@ -241,10 +284,12 @@ class _Checker:
             where = f"daemon.{key}"
             if key not in allowed:
                 self.problem(
-                    where, f"unknown key{_suggest(key, allowed)}; allowed: {', '.join(allowed)}"
+                    where, f"unknown key{suggest(key, allowed)}; allowed: {', '.join(allowed)}"
                 )
-            elif key == "max_parallel" and not (_is_int(value) and value >= 1):
-                self.problem(where, f"must be a whole number ≥ 1, got {value!r}")
+            elif key == "max_parallel" and not (_is_int(value) and 1 <= value <= MAX_PARALLEL):
+                self.problem(
+                    where, f"must be a whole number from 1 to {MAX_PARALLEL}, got {value!r}"
+                )
             elif key == "max_parallel":
                 values[key] = value
             elif (seconds := self._convert(where, parse_duration, value)) is not None:
@@ -266,7 +311,7 @@ class _Checker:
         for key, value in raw.items():
             check = _KEYS.get(key)
             if check is None:
-                self.problem(f"{where}.{key}", f"unknown key{_suggest(key, _KEYS)}")
+                self.problem(f"{where}.{key}", f"unknown key{suggest(key, _KEYS)}")
                 continue
             try:
                 values[key] = check(self, value)
@@ -306,7 +351,7 @@ class _Checker:
                 if target not in names:
                     self.problem(
                         f"jobs.{name}.after",
-                        f"unknown job {target!r}{_suggest(target, names - {name})}",
+                        f"unknown job {target!r}{suggest(target, names - {name})}",
                     )
         graph = {name: tuple(t for t in job.after if t in jobs) for name, job in jobs.items()}
         cycle = flows.find_cycle(graph)
@@ -348,7 +393,8 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _suggest(word: str, choices: Any) -> str:
+def suggest(word: str, choices: Any) -> str:
+    """ " (did you mean 'x'?)" for the closest of `choices`, or "" when none is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -421,15 +467,16 @@ def _env(_: _Checker, value: Any) -> dict[str, str]:
 
 
 def _retries(_: _Checker, value: Any) -> int:
-    if _is_int(value) and value >= 0:
+    if _is_int(value) and 0 <= value <= MAX_RETRIES:
         return value
-    raise ValueError(f"must be a whole number ≥ 0, got {value!r}")
+    raise ValueError(f"must be a whole number from 0 to {MAX_RETRIES}, got {value!r}")
 
 
 def _backoff(_: _Checker, value: Any) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 1:
+    # The comparison also refuses nan; inf is refused by the upper bound.
+    if isinstance(value, int | float) and not isinstance(value, bool) and 1 <= value <= MAX_BACKOFF:
         return float(value)
-    raise ValueError(f"must be a number ≥ 1, got {value!r}")
+    raise ValueError(f"must be a number from 1 to {MAX_BACKOFF:g}, got {value!r}")
 
 
 def _bool(_: _Checker, value: Any) -> bool:
@@ -443,7 +490,10 @@ def _duration(_: _Checker, value: Any) -> float:
 
 
 def _size(_: _Checker, value: Any) -> int:
-    return parse_size(value)
+    size = parse_size(value)
+    if size > MAX_LOG_BYTES:
+        raise ValueError(f"must be at most 1GiB, got {value!r}")
+    return size
 
 
 _KEYS: dict[str, Any] = {

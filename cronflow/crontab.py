@@ -85,7 +85,11 @@ class ImportResult:
 def import_crontab(
     text: str, *, system: bool | None = None, existing_names: Collection[str] = frozenset()
 ) -> ImportResult:
-    """Turn crontab text into cronflow jobs; names in `existing_names` are not reused."""
+    """Turn crontab text into cronflow jobs; names in `existing_names` are not reused.
+
+    Bytes that were not UTF-8 come in as surrogate escapes (decode with "surrogateescape");
+    their lines are skipped and kept as comments, escaped.
+    """
     lines = [line.removesuffix("\r") for line in text.split("\n")]
     if lines and lines[-1] == "":
         lines.pop()
@@ -458,6 +462,11 @@ class _Reader:
         self.pending = []
 
     def read(self, number: int, text: str) -> None:
+        if _undecodable(text):  # never guess at a command's bytes: show them, run nothing
+            self.skip(
+                number, _escaped(text), "invalid UTF-8; kept as a comment with its bytes escaped"
+            )
+            return
         stripped = text.lstrip(_SPACE)
         if not stripped:
             self.flush()
@@ -539,6 +548,16 @@ class _Reader:
                 self.literal_vars[name] = number
             home = value if name == "HOME" else s.home
             self.settings = replace(s, env={**s.env, name: value}, home=home)
+
+
+def _undecodable(text: str) -> bool:
+    """True when `text` holds bytes that were not UTF-8 (decoded with surrogateescape)."""
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _escaped(text: str) -> str:
+    """`text` with each undecodable byte written as \\xNN."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _zone_exists(name: str) -> bool:

@@ -193,12 +193,12 @@ class Daemon:
     def _file_changed(self) -> bool:
         return self._stamp() != self.file_stamp
 
-    def _stamp(self) -> tuple[int, int, int] | None:
+    def _stamp(self) -> tuple[int, int, int, int] | None:
         try:
             st = os.stat(self.config_path)
         except OSError:
             return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode)  # mode: a chmod go-w fix
 
     def _reload(self, first: bool = False) -> None:
         self.file_stamp = self._stamp()

@@ -354,10 +354,16 @@ def _tomlkit_remove(text: str, name: str) -> str:
 NEW_FILE_MODE = 0o644
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str, expected: str | None = None) -> None:
     """Replace the file at `path` with `text` in one step, keeping its mode (and, as root, its
-    owner). A symlinked job file (dotfiles) is written through the link. Folders are created."""
-    _write(path, text, overwrite=True)
+    owner). A symlinked job file (dotfiles) is written through the link. Folders are created.
+
+    `expected` is the text the edit started from: if the file no longer holds it right before
+    the rename, someone changed it meanwhile and the write is refused (exit 1), so that their
+    change is not lost. (A change in the microseconds between that check and the rename is
+    not caught: there is no lock that every editor of the file would honour.)
+    """
+    _write(path, text, overwrite=True, expected=expected)
 
 
 def write_new(path: Path, text: str) -> None:
@@ -365,17 +371,27 @@ def write_new(path: Path, text: str) -> None:
     _write(path, text, overwrite=False)
 
 
-def _write(path: Path, text: str, overwrite: bool) -> None:
+class ChangedMeanwhile(CronflowError):
+    """The job file changed between our read and our write; nothing was written."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"{path} changed while cronflow was editing it; nothing written, run the command again"
+        )
+        self.path = path
+
+
+def _write(path: Path, text: str, overwrite: bool, expected: str | None = None) -> None:
     try:
-        _write_file(path, text, overwrite)
+        _write_file(path, text, overwrite, expected)
     except OSError as exc:  # read-only folder, no such folder, a file where a folder should be
         where = exc.filename or path
         raise CronflowError(f"{where}: cannot write: {exc.strerror}; {path} is unchanged") from None
 
 
-def _write_file(path: Path, text: str, overwrite: bool) -> None:
+def _write_file(path: Path, text: str, overwrite: bool, expected: str | None) -> None:
     target = Path(os.path.realpath(path))
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_folders(target.parent)
     try:
         old = os.stat(target)
     except FileNotFoundError:
@@ -394,6 +410,7 @@ def _write_file(path: Path, text: str, overwrite: bool) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         if overwrite:
+            _check_unchanged(target, expected, path)
             os.replace(temp, target)
         else:
             _link_new(temp, target, path)
@@ -401,6 +418,27 @@ def _write_file(path: Path, text: str, overwrite: bool) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
     _fsync_folder(target.parent)
+
+
+def _check_unchanged(target: Path, expected: str | None, shown: Path) -> None:
+    """Raise ChangedMeanwhile unless `target` still holds the bytes the edit started from."""
+    if expected is None:
+        return
+    try:
+        current = target.read_bytes()
+    except FileNotFoundError:
+        current = None
+    if current != expected.encode("utf-8"):
+        raise ChangedMeanwhile(shown)
+
+
+def _make_folders(folder: Path) -> None:
+    """Create missing folders as the umask says, but never writable by group or others:
+    cronflow refuses a job file in such a folder, and a umask of 002 would make them so."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    for each in reversed(missing):
+        each.mkdir(exist_ok=True)
+        os.chmod(each, stat.S_IMODE(os.stat(each).st_mode) & ~0o022)
 
 
 def _link_new(temp: Path, target: Path, shown: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import tempfile
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cronflow.config import parse_config, read_job_file
-from cronflow.editing import write_atomic
+from cronflow.editing import ChangedMeanwhile, write_atomic
 from cronflow.errors import ConfigError, CronflowError, Problem
 
 
@@ -72,8 +73,23 @@ def edit_job_file(
                 if ask_again(exc):
                     continue
                 raise CronflowError(f"not saved; {path} is unchanged", 2) from None
-            write_atomic(path, text)
+            _save(path, text, original)
             return EditOutcome(saved=True)
+
+
+def _save(path: Path, text: str, original: str) -> None:
+    """Write the edit unless the job file changed since we read it; then keep the edit, which
+    the temporary folder would otherwise take with it, so that the user can merge it."""
+    try:
+        write_atomic(path, text, expected=original)
+    except ChangedMeanwhile:
+        fd, kept = tempfile.mkstemp(prefix="cronflow-edit-", suffix=".toml")  # 0600
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        raise CronflowError(
+            f"{path} changed while cronflow was editing it; nothing written; your edit is kept "
+            f"in {kept}; run `cronflow edit` again and merge it"
+        ) from None
 
 
 def _read_copy(copy: Path, path: Path) -> str:

@@ -17,7 +17,7 @@ class Lock:
         self.fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        prepare_state_folder(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -35,6 +35,21 @@ class Lock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def prepare_state_folder(folder: Path) -> None:
+    """Create the state folder 0700; tighten an existing one of ours that others can write.
+
+    Others who can write it could swap the database or the lock. A folder we do not own is
+    left as it is (we could not change it), and a merely readable one too: its files are 0600.
+    """
+    if not folder.exists():
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        os.chmod(folder, 0o700)  # makedirs' mode is masked by the umask
+        return
+    st = os.stat(folder)
+    if st.st_uid == os.geteuid() and st.st_mode & 0o022:
+        os.chmod(folder, 0o700)
 
 
 def running_daemon_pid(lock_path: Path) -> int | None:

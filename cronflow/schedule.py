@@ -246,7 +246,10 @@ class Schedule:
         end_utc = end.astimezone(UTC)
         moment = start.astimezone(UTC) - _MICROSECOND
         while limit is None or len(fires) < limit:
-            fire = self.next_fire(moment, tz)
+            try:
+                fire = self.next_fire(moment, tz)
+            except (ValueError, OverflowError):  # the next fire is past year 9999: none left
+                break
             if fire is None or fire.astimezone(UTC) > end_utc:
                 break
             fires.append(fire)

@@ -23,6 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 from cronflow import processes
 from cronflow.clock import Clock
 from cronflow.errors import CronflowError
+from cronflow.lock import prepare_state_folder
 from cronflow.records import AttemptRecord, HookRecord, OutputChunk, RunRecord, Unfinished
 
 STATUSES = frozenset(
@@ -215,16 +216,14 @@ class Store:
             raise
 
     def _prepare_files(self) -> None:
-        """Folder 0700 (if we create it) and database 0600 before SQLite opens it.
+        """Folder 0700 (if we create it, or others can write ours) and database 0600 before
+        SQLite opens it.
 
         SQLite creates the -wal and -shm files with the database file's permissions, so they
         are 0600 too; leftovers from an older, laxer run are tightened here.
         """
-        folder = self.path.parent
         try:
-            if not folder.exists():
-                os.makedirs(folder, mode=0o700, exist_ok=True)
-                os.chmod(folder, 0o700)
+            prepare_state_folder(self.path.parent)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             os.close(fd)
             for name in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
@@ -664,6 +663,11 @@ class Store:
     def latest_run(self, job: str) -> RunRecord | None:
         found = self._runs("WHERE job = ? ORDER BY id DESC LIMIT 1", (job,))
         return found[0] if found else None
+
+    @_user_errors
+    def job_names(self) -> set[str]:
+        """Every job with runs in the history (a removed job's too)."""
+        return {row[0] for row in self.conn.execute("SELECT DISTINCT job FROM runs")}
 
     @_user_errors
     def history(

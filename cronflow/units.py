@@ -80,30 +80,49 @@ def format_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
+# Years a command-line time may fall in. Zone offsets, schedule look-aheads and the fire after
+# --to all step a little past the given time; near year 1 or 9999 that step leaves what datetime
+# can hold, and a stored logical time before year 1 could never be read back.
+FIRST_YEAR, LAST_YEAR = 1900, 9998
+
+
 def parse_time(text: str, tz: tzinfo) -> datetime:
     """An ISO 8601 date or date-time; without an offset it is read in `tz`. ValueError otherwise."""
     text = text.strip()
+    moment = _in_range(_iso_time(text), text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=tz)
+
+
+def _iso_time(text: str) -> datetime:
+    """A date (its midnight) or date-time, naive unless it carries an offset."""
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
-            return datetime(day.year, day.month, day.day, tzinfo=tz)
-        moment = datetime.fromisoformat(text)
+            return datetime(day.year, day.month, day.day)
+        return datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(
             f"{text!r} is not an ISO 8601 date or date-time (like 2026-12-07 or 2026-12-07T07:00)"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=tz)
+
+
+def _in_range(moment: datetime, text: str) -> datetime:
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:  # the wall time: checked before any arithmetic
+        raise ValueError(
+            f"{text!r} is out of range; use a time in the years {FIRST_YEAR} to {LAST_YEAR}"
+        )
+    return moment
 
 
 def parse_since(text: str, now: datetime, tz: tzinfo) -> datetime:
     """`--since`: a duration before `now` ("2h", "7d") or an ISO date/date-time."""
+    stripped = text.strip()
+    if stripped.isdigit() or _DURATION_WHOLE_RE.fullmatch(stripped):
+        return now - timedelta(seconds=parse_duration(stripped))  # its own error: > 100 years
     try:
-        return now - timedelta(seconds=parse_duration(text))
-    except ValueError:
-        pass
-    try:
-        return parse_time(text, tz)
+        _iso_time(stripped)
     except ValueError:
         raise ValueError(
             f"{text!r} is neither a duration (like 2h or 7d) nor an ISO 8601 date or date-time"
         ) from None
+    return parse_time(stripped, tz)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cronflow.config import load_config, parse_config
+from cronflow.config import Job, load_config, parse_config
 from cronflow.errors import ConfigError, CronflowError
 
 
@@ -95,9 +95,18 @@ enabled = false
     ("body", "expected"),
     [
         ("retires = 3", "jobs.toml:3: jobs.a.retires: unknown key (did you mean 'retries'?)"),
-        ("retries = -1", "jobs.toml:3: jobs.a.retries: must be a whole number ≥ 0, got -1"),
-        ('retries = "2"', "jobs.toml:3: jobs.a.retries: must be a whole number ≥ 0, got '2'"),
-        ("retries = true", "jobs.toml:3: jobs.a.retries: must be a whole number ≥ 0, got True"),
+        (
+            "retries = -1",
+            "jobs.toml:3: jobs.a.retries: must be a whole number from 0 to 1000, got -1",
+        ),
+        (
+            'retries = "2"',
+            "jobs.toml:3: jobs.a.retries: must be a whole number from 0 to 1000, got '2'",
+        ),
+        (
+            "retries = true",
+            "jobs.toml:3: jobs.a.retries: must be a whole number from 0 to 1000, got True",
+        ),
         ('timeout = "1h30"', "jobs.toml:3: jobs.a.timeout: expected a duration"),
         ("timeout = -5", "jobs.toml:3: jobs.a.timeout: must not be negative"),
         ('max_log_bytes = "1 lot"', "jobs.toml:3: jobs.a.max_log_bytes: expected a size"),
@@ -109,7 +118,12 @@ enabled = false
         ('schedule = "61 * * * *"', "jobs.toml:3: jobs.a.schedule: "),
         ("schedule = 5", "jobs.toml:3: jobs.a.schedule: must be a string"),
         ("env = { A = 1 }", "jobs.toml:3: jobs.a.env: values must be strings; A is 1"),
-        ("retry_backoff = 0.5", "jobs.toml:3: jobs.a.retry_backoff: must be a number ≥ 1"),
+        ("retry_backoff = 0.5", "jobs.toml:3: jobs.a.retry_backoff: must be a number from 1 to"),
+        ("retry_backoff = 1e300", "jobs.toml:3: jobs.a.retry_backoff: must be a number from 1 to"),
+        ("retry_backoff = inf", "jobs.toml:3: jobs.a.retry_backoff: must be a number from 1 to"),
+        ("retry_backoff = nan", "jobs.toml:3: jobs.a.retry_backoff: must be a number from 1 to"),
+        ("retries = 1_000_000", "jobs.toml:3: jobs.a.retries: must be a whole number from 0 to"),
+        ('max_log_bytes = "5000GiB"', "jobs.toml:3: jobs.a.max_log_bytes: must be at most 1GiB"),
         ('enabled = "yes"', "jobs.toml:3: jobs.a.enabled: must be true or false"),
     ],
 )
@@ -154,7 +168,7 @@ def test_sections_and_defaults_are_checked() -> None:
         "jobs.toml:2: defaults.retires: unknown key (did you mean 'retries'?)"
     ]
     assert problems("[daemon]\nmax_parallel = 0\n") == [
-        "jobs.toml:2: daemon.max_parallel: must be a whole number ≥ 1, got 0"
+        "jobs.toml:2: daemon.max_parallel: must be a whole number from 1 to 10000, got 0"
     ]
 
 
@@ -165,7 +179,7 @@ def test_quoted_and_dotted_keys_are_located() -> None:
 
 def test_multiline_strings_do_not_confuse_the_line_scanner() -> None:
     found = problems('[jobs.a]\ncommand = """\nretries = 1\n"""\nretries = -2\n')
-    assert found == ["jobs.toml:5: jobs.a.retries: must be a whole number ≥ 0, got -2"]
+    assert found == ["jobs.toml:5: jobs.a.retries: must be a whole number from 0 to 1000, got -2"]
 
 
 def test_flow_problems() -> None:
@@ -228,6 +242,23 @@ def test_retry_wait_grows_and_is_capped() -> None:
     assert [job.retry_wait(k) for k in (1, 2, 3, 4)] == [10, 30, 60, 60]
 
 
+@pytest.mark.parametrize("backoff", [2, 1000])
+def test_retry_wait_never_overflows(backoff: int) -> None:
+    job = parse_config(
+        f'[jobs.a]\ncommand = "x"\nretries = 1000\nretry_backoff = {backoff}\n'
+    ).jobs["a"]
+    assert job.retry_wait(1000) == job.retry_max_delay == 3600
+    zero = Job("z", "x", retry_delay=0, retry_backoff=1000)
+    assert zero.retry_wait(1000) == 0
+
+
+def test_absurd_daemon_numbers_are_refused() -> None:
+    found = problems("[daemon]\nmax_parallel = 100_000_000\n")
+    assert found == [
+        "jobs.toml:2: daemon.max_parallel: must be a whole number from 1 to 10000, got 100000000"
+    ]
+
+
 def test_next_fires_of_a_flow() -> None:
     cfg = parse_config('[jobs.a]\ncommand = "x"\nschedule = "0 3 * * *"\ntimezone = "UTC"\n')
     fires = cfg.flows[0].next_fires(datetime(2026, 1, 1, 3, 0, tzinfo=UTC), 2)
@@ -266,3 +297,48 @@ def test_graph_problems_show_beside_key_problems() -> None:
 
 def test_array_of_jobs_tables_is_located() -> None:
     assert problems('[[jobs]]\ncommand = "x"\n') == ["jobs.toml:1: jobs: must be a table ([jobs])"]
+
+
+# -- who may write the job file ----------------------------------------------------------------
+
+
+def _job_file(folder: Path, mode: int = 0o644) -> Path:
+    folder.mkdir(exist_ok=True)
+    path = folder / "jobs.toml"
+    path.write_text('[jobs.a]\ncommand = "x"\n')
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o664, 0o646, 0o622])
+def test_a_job_file_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    path = _job_file(tmp_path / "jobs", mode)
+    with pytest.raises(CronflowError) as info:
+        load_config(path)
+    assert info.value.exit_code == 2
+    assert info.value.message == (
+        f"{path} is writable by others (mode {mode:04o}); run chmod go-w {path}"
+    )
+
+
+def test_a_job_file_in_a_folder_others_can_write_is_refused(tmp_path: Path) -> None:
+    path = _job_file(tmp_path / "jobs")
+    path.parent.chmod(0o777)
+    with pytest.raises(CronflowError, match="jobs is writable by others \\(mode 0777\\)"):
+        load_config(path)
+    path.parent.chmod(0o755)
+    assert list(load_config(path).jobs) == ["a"]
+
+
+def test_a_sticky_folder_like_tmp_is_accepted(tmp_path: Path) -> None:
+    path = _job_file(tmp_path / "jobs")
+    path.parent.chmod(0o1777)  # others may add files there, but not replace ours
+    assert list(load_config(path).jobs) == ["a"]
+
+
+def test_a_symlinked_job_file_is_checked_where_it_points(tmp_path: Path) -> None:
+    target = _job_file(tmp_path / "dotfiles", 0o666)
+    link = tmp_path / "jobs.toml"
+    link.symlink_to(target)
+    with pytest.raises(CronflowError, match=f"^{target} is writable by others"):
+        load_config(link)

@@ -796,3 +796,17 @@ def test_dates_in_the_oracle_are_what_cron_means() -> None:
     fires = cron_fires("0 0 */2 * mon", ZoneInfo("UTC"), datetime(2026, 1, 1, tzinfo=UTC), 3)
     assert [f.date() for f in fires] == [date(2026, 1, 5), date(2026, 1, 19), date(2026, 2, 9)]
     assert cron_stdin("a\\%b%c\\%d%e") == ("a%b", b"c%d\ne\n")
+
+
+def test_a_line_with_invalid_utf8_is_kept_as_an_escaped_comment_never_changed() -> None:
+    raw = b"0 3 * * * echo caf\xe9 > /tmp/out\n0 4 * * * ok.sh\n# note \xff\n"
+    result = import_crontab(raw.decode("utf-8", "surrogateescape"))
+    assert list(result.jobs) == ["ok-sh"]
+    assert [(s.line, s.reason) for s in result.skipped] == [
+        (1, "invalid UTF-8; kept as a comment with its bytes escaped"),
+        (3, "invalid UTF-8; kept as a comment with its bytes escaped"),
+    ]
+    assert "# 0 3 * * * echo caf\\xe9 > /tmp/out\n" in result.toml
+    assert "# # note \\xff\n" in result.toml
+    assert "\ufffd" not in result.toml
+    parse_config(result.toml)

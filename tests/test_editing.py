@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cronflow import editing
-from cronflow.config import parse_config
+from cronflow.config import load_config, parse_config
 from cronflow.editing import NewJob
 from cronflow.errors import ConfigError, CronflowError
 
@@ -300,6 +300,17 @@ def test_new_files_are_0644_under_the_umask_with_their_folders(tmp_path: Path) -
     assert stat.S_IMODE((tmp_path / "private.toml").stat().st_mode) == 0o600
 
 
+def test_new_folders_are_not_group_writable_under_a_group_umask(tmp_path: Path) -> None:
+    old = os.umask(0o002)  # Debian's user-private-group umask
+    try:
+        editing.write_new(tmp_path / "a" / "b" / "jobs.toml", '[jobs.x]\ncommand = "true"\n')
+    finally:
+        os.umask(old)
+    for folder in (tmp_path / "a", tmp_path / "a" / "b"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    assert list(load_config(tmp_path / "a" / "b" / "jobs.toml").jobs) == ["x"]
+
+
 def test_write_new_never_overwrites(tmp_path: Path) -> None:
     path = tmp_path / "jobs.toml"
     path.write_text("mine\n")
@@ -318,3 +329,15 @@ def test_a_symlinked_job_file_stays_a_symlink(tmp_path: Path) -> None:
     editing.write_atomic(link, "new\n")
     assert link.is_symlink()
     assert real.read_text() == "new\n"
+
+
+def test_write_atomic_refuses_when_the_file_is_not_what_was_read(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.toml"
+    path.write_text("theirs\n")
+    with pytest.raises(CronflowError, match="changed while cronflow was editing it") as info:
+        editing.write_atomic(path, "mine\n", expected="what I read\n")
+    assert info.value.exit_code == 1
+    assert path.read_text() == "theirs\n"
+    assert os.listdir(tmp_path) == ["jobs.toml"]
+    editing.write_atomic(path, "mine\n", expected="theirs\n")
+    assert path.read_text() == "mine\n"

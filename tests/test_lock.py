@@ -28,3 +28,11 @@ def test_no_state_folder_means_no_daemon(tmp_path: Path) -> None:
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")
     assert running_daemon_pid(not_a_folder / "cronflow.lock") is None
+
+
+def test_a_lax_state_folder_of_ours_is_tightened(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    folder.mkdir()
+    folder.chmod(0o777)
+    Lock(folder / "cronflow.lock").acquire()
+    assert (folder.stat().st_mode & 0o777) == 0o700

@@ -126,6 +126,14 @@ def test_existing_folder_is_left_alone_and_lax_files_are_tightened(tmp_path: Pat
     assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755
 
 
+def test_a_state_folder_others_can_write_is_tightened(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    folder.mkdir()
+    folder.chmod(0o777)
+    Store(folder / "cronflow.db").close()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
 def test_closed_store_refuses_work(store: Store) -> None:
     store.close()
     store.close()  # twice is fine

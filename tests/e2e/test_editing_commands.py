@@ -216,6 +216,24 @@ def test_edit_abandoned_exits_2_and_keeps_the_file(
     assert len(editor_calls(tmp_path)) == 1
 
 
+def test_edit_refuses_to_overwrite_a_concurrent_change(tmp_path: Path, job_file: Path) -> None:
+    racing = tmp_path / "racing_editor.py"
+    racing.write_text(
+        "import pathlib, sys\n"
+        "copy = pathlib.Path(sys.argv[1])\n"
+        "copy.write_text(copy.read_text() + 'retries = 2\\n')\n"
+        f"pathlib.Path({str(job_file)!r}).write_text({COMMENTED!r} + '# theirs\\n')\n"
+    )
+    result = cronflow("edit", "-c", str(job_file), env={"EDITOR": f"{sys.executable} {racing}"})
+    assert (result.returncode, result.stdout) == (1, "")
+    assert len(result.stderr.splitlines()) == 1
+    assert f"error: {job_file} changed while cronflow was editing it" in result.stderr
+    assert job_file.read_text() == COMMENTED + "# theirs\n"
+    kept = Path(result.stderr.split("your edit is kept in ")[1].split(";")[0])
+    assert kept.read_text() == COMMENTED + "retries = 2\n"
+    kept.unlink()
+
+
 def test_edit_without_changes(tmp_path: Path, job_file: Path) -> None:
     result = cronflow("edit", "-c", str(job_file), env=scripted_editor(tmp_path, "same"))
     assert (result.returncode, result.stdout) == (0, f"no changes; {job_file} is unchanged\n")

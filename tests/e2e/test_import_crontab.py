@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
-from tests.conftest import cronflow
+from tests.conftest import CRONFLOW, cronflow
 
 CRONTABS = Path(__file__).parents[1] / "crontabs"
 
@@ -66,3 +67,20 @@ def test_unreadable_source_is_one_line(tmp_path: Path) -> None:
     assert (
         result.stderr == f"error: {tmp_path / 'missing'}: cannot read: No such file or directory\n"
     )
+
+
+def test_invalid_utf8_is_warned_about_and_kept_escaped(tmp_path: Path) -> None:
+    crontab = tmp_path / "crontab"
+    crontab.write_bytes(b"0 3 * * * backup.sh\n0 4 * * * echo \xff >> log\n")
+    for source, data in ((str(crontab), None), ("-", crontab.read_bytes())):
+        result = subprocess.run(
+            [*CRONFLOW, "import-crontab", source], input=data, capture_output=True, check=False
+        )
+        assert result.returncode == 0
+        assert result.stderr.decode() == (
+            f"warning: {source}:2: not imported: "
+            "invalid UTF-8; kept as a comment with its bytes escaped\n"
+        )
+        out = result.stdout.decode("utf-8")
+        assert "# 0 4 * * * echo \\xff >> log\n" in out and "\ufffd" not in out
+        assert out.count("[jobs.") == 1

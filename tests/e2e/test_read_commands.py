@@ -151,3 +151,16 @@ def test_plain_commands_do_not_import_rich_or_croniter(tmp_path: Path) -> None:
             [sys.executable, "-c", probe, command], capture_output=True, text=True, check=True
         ).stdout
         assert out.splitlines()[-1] == "MODULES []", (command, out)
+
+
+def test_a_job_file_others_can_write_is_refused_by_every_reader(tmp_path: Path) -> None:
+    job_file = tmp_path / "jobs.toml"
+    job_file.write_text('[jobs.a]\ncommand = "true"\n')
+    job_file.chmod(0o666)
+    expected = f"error: {job_file} is writable by others (mode 0666); run chmod go-w {job_file}\n"
+    for args in (["validate"], ["list"], ["run", "a"], ["remove", "a"], ["edit"]):
+        result = cronflow(*args, "-c", str(job_file), env={"EDITOR": "true"})
+        assert (result.returncode, result.stderr) == (2, expected), args
+    status = json.loads(cronflow("status", "--json", "-c", str(job_file)).stdout)
+    assert "writable by others" in status["daemon"]["config_error"]
+    assert job_file.read_text() == '[jobs.a]\ncommand = "true"\n'

@@ -231,3 +231,62 @@ command = 'for i in $(seq 1 3000); do echo line $i; done; touch {done}'
     assert pipeline.stdout == "line 1\n"
     assert done.exists()
     assert history(config)[0]["status"] == "success"
+
+
+def test_extreme_command_line_times_are_usage_errors(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        '[jobs.h]\nschedule = "0 * * * *"\ncommand = "true"\n'
+        '[jobs.leap]\nschedule = "0 0 29 2 *"\ncommand = "true"\n',
+    )
+    cases = [
+        ("run", "h", "--from", "0001-01-01", "--to", "0001-01-02", "--dry-run"),
+        ("run", "h", "--from", "2026-01-01", "--to", "9999-12-31T23:59", "--dry-run"),
+        ("run", "h", "--from", "9999-12-31T23:00-05:00", "--to", "9999-12-31T23:59-05:00"),
+        ("run", "h", "--only", "--at", "0001-01-01T00:00+05:00"),
+        ("run", "h", "--only", "--at", "9999-12-31T23:59-05:00"),
+        ("next", "h", "--from", "0001-01-01"),
+        ("history", "--since", "0001-01-01"),
+        ("history", "--since", "99999d"),
+    ]
+    for args in cases:
+        result = cronflow(*args, "-c", config)
+        assert (result.returncode, result.stdout) == (2, ""), args
+        assert result.stderr.startswith("error: "), args
+        assert len(result.stderr.splitlines()) == 1, (args, result.stderr)
+    # The last years that are allowed still work, even when the next fire is past year 9999.
+    edge = cronflow("run", "leap", "--from", "9998-01-01", "--to", "9998-12-31", "--dry-run",
+                    "-c", config)  # fmt: skip
+    assert (edge.returncode, edge.stdout, edge.stderr) == (0, "", "")
+    assert history(config) == []
+
+
+def test_an_unknown_job_is_refused_with_a_did_you_mean(tmp_path: Path) -> None:
+    config = write(tmp_path, '[jobs.backup]\ncommand = "true"\n[jobs.report]\ncommand = "true"\n')
+    for command in ("history", "logs", "next", "run", "pause", "resume"):
+        result = cronflow(command, "bakcup", "-c", config)
+        assert result.returncode == 1, command
+        assert result.stderr.startswith("error: no job named 'bakcup' in "), command
+        assert result.stderr.endswith(" (did you mean 'backup'?)\n"), (command, result.stderr)
+    # Known but never run: an empty history, and logs that say so.
+    assert history(config, "backup") == []
+    never = cronflow("logs", "backup", "-c", config)
+    assert (never.returncode, never.stderr) == (
+        1,
+        "error: no runs of job 'backup' in the history\n",
+    )
+
+
+def test_a_removed_job_keeps_its_history_even_without_a_job_file(tmp_path: Path) -> None:
+    config = write(tmp_path, '[jobs.old]\ncommand = "echo bye"\n[jobs.kept]\ncommand = "true"\n')
+    assert cronflow("run", "old", "-c", config).returncode == 0
+    Path(config).write_text('[jobs.kept]\ncommand = "true"\n')
+    assert [r["job"] for r in history(config, "old")] == ["old"]
+    assert cronflow("logs", "old", "-c", config).stdout.splitlines()[1] == "bye"
+    Path(config).unlink()
+    assert [r["job"] for r in history(config, "old")] == ["old"]
+    gone = cronflow("history", "odl", "-c", config)
+    assert gone.returncode == 1
+    assert gone.stderr == (
+        f"error: no job named 'odl' in {config} or in the history (did you mean 'old'?)\n"
+    )

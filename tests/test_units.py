@@ -1,0 +1,42 @@
+"""Command-line times and durations: every value either parses or is a one-line ValueError."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from cronflow.units import parse_since, parse_time
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0001-01-01",
+        "0001-01-01T00:00+05:00",
+        "1899-12-31T23:59",
+        "9999-12-31",
+        "9999-12-31T23:59",
+        "9999-12-31T23:59-05:00",
+    ],
+)
+def test_times_outside_the_supported_years_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="years 1900 to 9998"):
+        parse_time(text, UTC)
+
+
+def test_the_edges_of_the_supported_years_parse() -> None:
+    plus14 = timezone(timedelta(hours=14))
+    assert parse_time("1900-01-01", UTC) == datetime(1900, 1, 1, tzinfo=UTC)
+    assert parse_time("9998-12-31T23:59-12:00", UTC).year == 9998
+    assert parse_time("1900-01-01T00:00", plus14).tzinfo is plus14
+
+
+def test_since_names_a_too_long_duration_as_such() -> None:
+    with pytest.raises(ValueError, match="longer than 100 years"):
+        parse_since("99999d", NOW, UTC)
+    with pytest.raises(ValueError, match="years 1900 to 9998"):
+        parse_since("0001-01-01", NOW, UTC)
+    assert parse_since("7d", NOW, UTC) == NOW - timedelta(days=7)
