@@ -103,7 +103,7 @@ def list_jobs(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     from cronflow import overview
 
     cfg = _load(config)
-    views = overview.jobs(cfg, _now(), _open_store_if_exists())
+    views = overview.jobs(cfg, _now(), _open_store_if_exists(readonly=True))
     if as_json:
         render.print_json([v.to_json() for v in views])
     else:
@@ -260,7 +260,7 @@ def history(
         raise CronflowError(f"--status: unknown status {status!r}; one of {', '.join(STATUSES)}", 2)
     zone = local_zone()
     moment = None if since is None else _parse(parse_since, since, _now(), zone, option="--since")
-    store = _open_store_if_exists()
+    store = _open_store_if_exists(readonly=True)
     if job is not None:
         _check_job_known(job, store, config)
     runs = store.history(job, status, moment, limit) if store else []
@@ -328,7 +328,7 @@ def logs(
 
     if stream not in (None, "out", "err"):
         raise CronflowError(f"--stream: must be out or err, got {stream!r}", 2)
-    store = _open_store_if_exists()
+    store = _open_store_if_exists(readonly=True)
     if not target.isdigit():
         _check_job_known(target, store, config)
     run = logview.find_run(store, target)
@@ -361,7 +361,7 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     path = _Paths.config(config)
     pid = running_daemon_pid(_Paths.state_dir() / "cronflow.lock")
     try:
-        store = _open_store_if_exists()
+        store = _open_store_if_exists(readonly=True)
     except CronflowError as exc:  # status answers even when the database cannot be opened
         render.warn(exc.message)
         store = None
@@ -456,7 +456,7 @@ def prune(
     if keep is None:
         render.line("keep_history = 0 keeps every run: nothing pruned (use --older-than)")
         return
-    store = _open_store_if_exists()
+    store = _open_store_if_exists(readonly=False)
     removed = store.prune(_now() - timedelta(seconds=keep)) if store else 0
     render.line(f"pruned {removed} runs older than {format_duration(keep)}")
 
@@ -698,14 +698,21 @@ def _parse(parser: Callable[..., Any], text: str, *args: Any, option: str) -> An
         raise CronflowError(f"{option}: {exc}", 2) from None
 
 
-def _open_store_if_exists() -> "Store | None":
-    """The state database, or None when nothing has run yet (read-only commands create none)."""
+def _open_store_if_exists(*, readonly: bool) -> "Store | None":
+    """The state database, or None when nothing has been recorded yet (then nothing is created).
+
+    The commands that only show things open it `readonly`: they never write, so they work on
+    a read-only database or state folder, and never change the schema.
+    """
     path = _Paths.state_dir() / "cronflow.db"
-    if not path.exists():
+    try:
+        if path.stat().st_size == 0:  # created by a writer that has not set it up yet
+            return None
+    except FileNotFoundError:
         return None
     from cronflow.store import Store
 
-    return Store(path)
+    return Store(path, readonly=readonly)
 
 
 def main() -> None:

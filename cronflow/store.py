@@ -145,6 +145,20 @@ def m003_process_identity(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+# The oldest schema the read queries work on (read-only stores do not migrate). Raise it when a
+# migration adds something that `history`, `logs`, `list` or `status` read.
+READER_MIN_SCHEMA = 1
+
+
+def _file_uri(path: Path, query: str) -> str:
+    """An SQLite `file:` URI for `path`; `%`, `?` and `#` are the characters it must escape."""
+    escaped = str(path.absolute()).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+    return f"file:{escaped}?{query}"
+
+
+_SQLITE_CANTOPEN = 14
+_SQLITE_READONLY_DIRECTORY = 8 | (6 << 8)
+
 # --- errors ----------------------------------------------------------------------------------
 
 _P = ParamSpec("_P")
@@ -185,12 +199,23 @@ def _user_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
 
 
 class Store:
-    """The state database: one connection, used from one thread; migrates on open."""
+    """The state database: one connection, used from one thread; migrates on open.
+
+    `readonly=True` is for the commands that only show things (`history`, `logs`, `list`,
+    `status`): the file is opened with SQLite's `mode=ro`, so they work on a read-only database
+    or state folder, never create or chmod a file, and never migrate (see `_check_readable`).
+    """
 
     def __init__(
-        self, path: Path, *, busy_timeout_ms: int = 5000, clock: Clock | None = None
+        self,
+        path: Path,
+        *,
+        busy_timeout_ms: int = 5000,
+        clock: Clock | None = None,
+        readonly: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.readonly = readonly
         self._clock = clock or Clock()
         self._busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
@@ -200,12 +225,18 @@ class Store:
 
     @_user_errors
     def _open(self) -> None:
-        self._prepare_files()
-        self._conn = sqlite3.connect(
-            self.path, isolation_level=None, timeout=self._busy_timeout_ms / 1000
-        )
+        if self.readonly:
+            self._conn = self._connect_readonly()
+        else:
+            self._prepare_files()
+            self._conn = sqlite3.connect(
+                self.path, isolation_level=None, timeout=self._busy_timeout_ms / 1000
+            )
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            if self.readonly:
+                self._check_readable()
+                return
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
@@ -215,19 +246,82 @@ class Store:
             self._conn = None
             raise
 
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """A `mode=ro` connection that has read the schema (which opens the WAL files).
+
+        SQLite 3.40 reads a WAL database read-only when its -wal and -shm files exist, or when
+        it may create them in the folder. A read-only folder without them (the last writer
+        closed, so SQLite deleted them) fails with READONLY_DIRECTORY or CANTOPEN. Then, if no
+        -wal file holds anything, every commit is in the database file itself and no writer
+        is active (an open WAL connection keeps a -wal file, and a new one would have to create
+        it in this folder): `immutable=1` reads that file as it is. With a non-empty -wal but no
+        -shm, the newest runs are only in the -wal and cannot be read without writing: refuse.
+        """
+        timeout = self._busy_timeout_ms / 1000
+        conn = sqlite3.connect(
+            _file_uri(self.path, "mode=ro"), uri=True, isolation_level=None, timeout=timeout
+        )
+        try:
+            conn.execute("PRAGMA user_version").fetchone()
+            return conn
+        except sqlite3.OperationalError as error:
+            conn.close()
+            code = getattr(error, "sqlite_errorcode", 0)
+            if code not in (_SQLITE_READONLY_DIRECTORY, _SQLITE_CANTOPEN):
+                raise
+            wal = Path(f"{self.path}-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise CronflowError(
+                    f"cannot read database: {self.path}: its folder is read-only and"
+                    f" {self.path.name}-shm is missing, which SQLite needs to read the"
+                    f" {self.path.name}-wal file; make the folder writable"
+                ) from error
+        return sqlite3.connect(
+            _file_uri(self.path, "mode=ro&immutable=1"),
+            uri=True,
+            isolation_level=None,
+            timeout=timeout,
+        )
+
+    def _check_readable(self) -> None:
+        """A reader takes the schema as it is: newer is refused, older is read if it can be.
+
+        The read queries need nothing added after READER_MIN_SCHEMA (m002 and m003 only added
+        what the daemon reads; `paused_jobs` reads m003's renamed column by position), so a
+        database not yet migrated by a writer is shown as it is; an older one than that names
+        the command that upgrades it.
+        """
+        version = self._user_version()
+        known = len(MIGRATIONS)
+        if version > known:
+            raise CronflowError(
+                f"database {self.path} was written by a newer cronflow "
+                f"(schema {version}, this one knows {known}); upgrade cronflow"
+            )
+        if version < READER_MIN_SCHEMA:
+            raise CronflowError(
+                f"database {self.path} has an older schema ({version}; this cronflow reads "
+                f"{READER_MIN_SCHEMA} to {known}); a command that records something "
+                "(`cronflow daemon`, `run`, `pause`, `resume` or `prune`) upgrades it"
+            )
+
     def _prepare_files(self) -> None:
         """Folder 0700 (if we create it, or others can write ours) and database 0600 before
         SQLite opens it.
 
         SQLite creates the -wal and -shm files with the database file's permissions, so they
-        are 0600 too; leftovers from an older, laxer run are tightened here.
+        are 0600 too; leftovers from an older, laxer run are tightened here. A read-only reader
+        of a 0400 database leaves them 0400, which would make this writer fail even once the
+        database is writable again: they are set to 0600 as well.
         """
         try:
             prepare_state_folder(self.path.parent)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             os.close(fd)
-            for name in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
-                if name.exists() and stat.S_IMODE(name.stat().st_mode) & 0o077:
+            if stat.S_IMODE(self.path.stat().st_mode) & 0o077:
+                os.chmod(self.path, 0o600)
+            for name in (Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+                if name.exists() and stat.S_IMODE(name.stat().st_mode) != 0o600:
                     os.chmod(name, 0o600)
         except OSError as error:
             raise CronflowError(f"cannot open database: {self.path}: {error.strerror}") from error
@@ -648,7 +742,9 @@ class Store:
 
     @_user_errors
     def paused_jobs(self) -> set[str]:
-        return {row[0] for row in self.conn.execute("SELECT job FROM paused")}
+        # By position: a reader may see a schema before m003, where the column was `flow` (a
+        # flow was named after one of its jobs, so its old pauses read as that job's).
+        return {row[0] for row in self.conn.execute("SELECT * FROM paused")}
 
     def _runs(self, where: str, params: Sequence[Any] = ()) -> list[RunRecord]:
         rows = self.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs {where}", params).fetchall()

@@ -599,3 +599,151 @@ def test_state_keys_in_one_transaction_and_checkpoints(store: Store) -> None:
     store.defer_checkpoints()
     store.checkpoint()
     assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 10000
+
+
+# --- read-only stores (history, logs, list, status) ---------------------------------------
+
+AS_ROOT = os.geteuid() == 0  # root writes through any mode bits, so chmod proves nothing
+
+
+def test_a_read_only_store_reads_and_cannot_write(db_path: Path, clock: VirtualClock) -> None:
+    with Store(db_path, clock=clock) as writer:
+        run_id = add_run(writer, "backup")
+        writer.set_paused(["backup"], True, at(0))
+    with Store(db_path, readonly=True) as reader:
+        assert reader.get_run(run_id).job == "backup"
+        assert reader.paused_jobs() == {"backup"}
+        # Proof independent of file modes (tests may run as root): the connection is mode=ro.
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.conn.execute("DELETE FROM runs")
+        with pytest.raises(CronflowError, match=r"read-only: .*cronflow\.db"):
+            reader.set_state("k", "v")
+        assert reader.conn.execute("PRAGMA query_only").fetchone()[0] == 0  # it is the URI
+    with Store(db_path) as writer:
+        assert writer.get_run(run_id) is not None and writer.get_state("k") is None
+
+
+def test_a_read_only_store_creates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "cronflow.db"
+    with pytest.raises(CronflowError, match="cannot open database"):
+        Store(path, readonly=True)
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_read_only_store_leaves_file_modes_alone(db_path: Path) -> None:
+    Store(db_path).close()
+    db_path.chmod(0o644)
+    Store(db_path, readonly=True).close()
+    assert stat.S_IMODE(db_path.stat().st_mode) == 0o644
+
+
+def _schema(path: Path, version: int) -> None:
+    """A database as cronflow `version` left it: the first `version` migrations only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("PRAGMA journal_mode = WAL")
+    for step in MIGRATIONS[:version]:
+        step(raw)
+    raw.execute(f"PRAGMA user_version = {version}")
+    raw.close()
+
+
+def test_a_reader_does_not_migrate_an_older_schema_and_still_reads_it(db_path: Path) -> None:
+    _schema(db_path, 1)  # before m002 added runs.pid, which no read query uses
+    raw = sqlite3.connect(db_path, isolation_level=None)
+    raw.execute("INSERT INTO flow_runs VALUES (1, 'a', 0, 'manual', 0)")
+    raw.execute(
+        "INSERT INTO runs (id, flow_run_id, job, logical_time, trigger, status, created_at)"
+        " VALUES (7, 1, 'a', 0, 'manual', 'success', 0)"
+    )
+    raw.close()
+    with Store(db_path, readonly=True) as reader:
+        assert [r.run_id for r in reader.history()] == [7]
+        assert reader.last_status(["a"]) == {"a": "success"}
+        assert reader.recent_failures() == [] and reader.active_runs() == []
+        assert reader.conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    with Store(db_path) as writer:  # the next writer migrates it
+        assert writer.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert writer.get_run(7).status == "success"
+
+
+def test_a_reader_explains_a_schema_it_cannot_read(db_path: Path) -> None:
+    _schema(db_path, 0)
+    with pytest.raises(CronflowError, match=r"older schema \(0; .*`cronflow daemon`"):
+        Store(db_path, readonly=True)
+    Store(db_path).close()
+    raw = sqlite3.connect(db_path)
+    raw.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    raw.close()
+    with pytest.raises(CronflowError, match="newer cronflow"):
+        Store(db_path, readonly=True)
+
+
+def test_a_reader_sees_what_a_live_writer_commits(db_path: Path) -> None:
+    with Store(db_path) as writer, Store(db_path, readonly=True) as reader:
+        first = add_run(writer, "a")
+        assert [r.run_id for r in reader.history()] == [first]
+        second = add_run(writer, "a")
+        assert [r.run_id for r in reader.history()] == [second, first]
+
+
+def _die_with_a_commit_in_the_wal(db_path: Path) -> None:
+    """A writer that is killed: its -wal (holding its commit) and -shm stay behind."""
+    code = (
+        "import os, sys; from cronflow.store import Store; s = Store(sys.argv[1]);"
+        " s.set_state('k', 'v'); os._exit(0)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-c", code, str(db_path)], env=env, check=True)
+
+
+def test_a_writer_repairs_wal_files_a_read_only_reader_left_read_only(db_path: Path) -> None:
+    # A `mode=ro` reader of a 0400 database in a writable folder creates -wal/-shm with the
+    # database's mode and cannot delete them; once the user makes the database writable
+    # again, the next writer must not fail on them.
+    _die_with_a_commit_in_the_wal(db_path)
+    leftovers = [Path(f"{db_path}-wal"), Path(f"{db_path}-shm")]
+    for path in leftovers:
+        path.chmod(0o400)
+    with Store(db_path) as writer:
+        add_run(writer, "a")
+        assert writer.get_state("k") == "v"
+        assert [stat.S_IMODE(p.stat().st_mode) for p in leftovers] == [0o600, 0o600]
+
+
+@pytest.mark.skipif(AS_ROOT, reason="as root, chmod does not stop writes: nothing to prove")
+@pytest.mark.parametrize("live_writer", [False, True], ids=["closed", "daemon-open"])
+def test_a_reader_reads_a_read_only_database_in_a_read_only_folder(
+    db_path: Path, live_writer: bool
+) -> None:
+    writer = Store(db_path)
+    run_id = add_run(writer, "a")
+    if not live_writer:
+        writer.close()  # SQLite deletes -wal/-shm: the reader must do without them
+    db_path.chmod(0o400)
+    db_path.parent.chmod(0o500)
+    try:
+        with Store(db_path, readonly=True) as reader:
+            assert reader.get_run(run_id).job == "a"
+            if live_writer:
+                later = add_run(writer, "a")
+                assert reader.get_run(later) is not None
+        assert sorted(p.name for p in db_path.parent.iterdir()) == (
+            ["cronflow.db", "cronflow.db-shm", "cronflow.db-wal"] if live_writer
+            else ["cronflow.db"]
+        )
+    finally:
+        db_path.parent.chmod(0o700)
+        writer.close()
+
+
+@pytest.mark.skipif(AS_ROOT, reason="as root, chmod does not stop writes: nothing to prove")
+def test_a_wal_without_its_shm_in_a_read_only_folder_is_one_clear_error(db_path: Path) -> None:
+    _die_with_a_commit_in_the_wal(db_path)
+    Path(f"{db_path}-shm").unlink()
+    db_path.parent.chmod(0o500)
+    try:
+        with pytest.raises(CronflowError, match=r"folder is read-only and cronflow\.db-shm"):
+            Store(db_path, readonly=True)
+    finally:
+        db_path.parent.chmod(0o700)

@@ -1,10 +1,13 @@
-"""Fault injection against real processes: each test breaks one thing on purpose."""
+"""Fault injection against real processes: each test breaks one thing on purpose, with the
+end-to-end harness's real daemon."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import daemons  # noqa: F401  (the real daemon's fixture)
+from tests.e2e.conftest import daemons
+
+__all__ = ["daemons"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
