@@ -106,3 +106,45 @@ def test_a_backwards_clock_step_fires_no_slot_twice(tmp_path: Path) -> None:
     h.run_for(3600)
     times = [f[1] for f in h.fired]
     assert len(times) == len(set(times)) == 6  # 00:15 … 01:30, each once
+
+
+HOURLY_FLOW = """
+[jobs.m]
+schedule = "0 * * * *"
+command = "x"
+[jobs.n]
+after = ["m"]
+command = "x"
+"""
+WITH_EARLIER_ROOT = HOURLY_FLOW.replace('after = ["m"]', 'after = ["m", "a"]') + (
+    '[jobs.a]\nschedule = "0 * * * *"\ncommand = "x"\n'
+)
+
+
+def test_a_pause_held_by_a_job_survives_a_renamed_flow(tmp_path: Path) -> None:
+    h = Harness(tmp_path, HOURLY_FLOW, datetime(2026, 1, 1, 0, 30, tzinfo=UTC))
+    h.store.set_paused(["n"], True, h.clock.now())  # `cronflow pause n`
+    h.run_for(2 * 3600)
+    assert h.fired == []
+    h.config.write_text(WITH_EARLIER_ROOT)  # the flow is now named "a", after its first root
+    h.daemon._reload()
+    assert [f.name for f in h.daemon.config.flows] == ["a"]
+    h.run_for(2 * 3600)
+    assert h.fired == []  # still paused: n holds it
+    h.store.set_paused(["a", "m", "n"], False, h.clock.now())  # `cronflow resume a`
+    h.run_for(3600)
+    assert [(f[0], f[1].hour) for f in h.fired] == [("a", 5)]
+
+
+def test_the_handled_fire_record_survives_a_renamed_flow(tmp_path: Path) -> None:
+    h = Harness(tmp_path, HOURLY_FLOW, datetime(2026, 1, 1, 0, 30, tzinfo=UTC))
+    h.run_for(3600)  # fires 01:00 on time
+    h.clock.advance(3 * 3600)  # down for three hours, while a root is added
+    h.config.write_text(WITH_EARLIER_ROOT)
+    h.daemon = h.new_daemon()
+    h.daemon._tick()
+    # Not "a flow never seen before": the fires of 02:00 to 04:00 were missed.
+    assert h.statuses("a")[0] == (
+        "missed",
+        "missed 3 fires from 2026-01-01T02:00:00+00:00 to 2026-01-01T04:00:00+00:00",
+    )

@@ -102,3 +102,25 @@ command = "true"
     assert len(d2.runs("once")) == 1
     listing = json.loads(cronflow("list", "--json", "-c", str(d2.config)).stdout)
     assert {j["name"]: j["next_fire"] for j in listing}["once"] is None
+
+
+def test_list_and_status_say_which_job_holds_a_flow_paused(tmp_path: Path) -> None:
+    config = tmp_path / "jobs.toml"
+    config.write_text(
+        '[jobs.m]\nschedule = "@hourly"\ncommand = "x"\n[jobs.n]\nafter = ["m"]\ncommand = "x"\n'
+    )
+    paused = cronflow("pause", "n", "-c", str(config))
+    assert paused.returncode == 0, paused.stderr
+    assert paused.stdout == "paused flow m (held by n for as long as it is in the flow)\n"
+    listed = cronflow("list", "-c", str(config)).stdout
+    assert "paused by n" in listed.splitlines()[1]  # the row of m, the flow's scheduled root
+    views = json.loads(cronflow("list", "--json", "-c", str(config)).stdout)
+    assert [(v["name"], v["paused"], v["paused_by"]) for v in views] == [
+        ("m", True, "n"),
+        ("n", True, "n"),
+    ]
+    assert "paused flows: m (by n)" in cronflow("status", "-c", str(config)).stdout
+    report = json.loads(cronflow("status", "--json", "-c", str(config)).stdout)
+    assert report["paused"] == [{"flow": "m", "job": "n"}]
+    assert cronflow("resume", "m", "-c", str(config)).returncode == 0
+    assert json.loads(cronflow("status", "--json", "-c", str(config)).stdout)["paused"] == []
