@@ -231,13 +231,14 @@ class _JobRun:
         result: AttemptResult | None = None
         attempts = self.plan.spent.get(job.name, 0)  # the budget spans lost-run recoveries
         while not engine.halting:
-            if not await _acquire_unless(engine.slots, engine.stop, engine.drain):
+            slots = engine.slots  # a reload may replace it; the slot goes back where it came from
+            if not await _acquire_unless(slots, engine.stop, engine.drain):
                 break
             try:
                 attempts += 1
                 result = await self._attempt(attempts)
             finally:
-                engine.slots.release()
+                slots.release()
             first_start = first_start or result.started_at
             if result.status in ("success", "canceled") or attempts > job.retries:
                 break
@@ -399,17 +400,23 @@ class _OutputWriter:
         self.flush()
 
 
-async def _sleep_unless(seconds: float | None, *events: asyncio.Event) -> bool:
-    """Sleep `seconds` (None: for ever) or until one of `events` is set; True if one was."""
-    if any(e.is_set() for e in events):
-        return True
+async def _until(
+    events: Sequence[asyncio.Event], *also: asyncio.Future[Any], timeout: float | None = None
+) -> bool:
+    """Wait until one of `events` is set, one of `also` is done, or `timeout` passed; True if
+    an event is set."""
     waits = [asyncio.ensure_future(e.wait()) for e in events]
     try:
-        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([*waits, *also], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for w in waits:
             w.cancel()
     return any(e.is_set() for e in events)
+
+
+async def _sleep_unless(seconds: float, *events: asyncio.Event) -> bool:
+    """Sleep `seconds`, or until one of `events` is set; True if one was."""
+    return any(e.is_set() for e in events) or await _until(events, timeout=seconds)
 
 
 async def _acquire_unless(slots: asyncio.Semaphore, *events: asyncio.Event) -> bool:
@@ -417,27 +424,13 @@ async def _acquire_unless(slots: asyncio.Semaphore, *events: asyncio.Event) -> b
     if any(e.is_set() for e in events):
         return False
     take = asyncio.ensure_future(slots.acquire())
-    if await _race(take, events):
+    if not await _until(events, take):
         return True
     if take.done() and not take.cancelled():
-        slots.release()  # acquired in the same instant as the event: give it back
+        slots.release()  # taken in the same instant as the event: give it back
+    else:
+        take.cancel()  # the semaphore passes a slot it was about to give on to the next
     return False
-
-
-async def _race(task: asyncio.Future[Any], events: Sequence[asyncio.Event]) -> bool:
-    """Wait for `task` or one of `events`; True if `task` finished first."""
-    waits = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait([task, *waits], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
-    if any(e.is_set() for e in events):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return False
-    return True
 
 
 def _why_not(decision: str, after: Sequence[str]) -> str:
