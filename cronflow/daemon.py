@@ -503,16 +503,21 @@ class Daemon:
             return
         by_flow_run: dict[int, list[RunRecord]] = {}
         for run in lost:
-            job = self.config.jobs.get(run.job)
-            # `attempts` is the highest attempt number: the budget used at this logical time.
-            if job and run.trigger != "manual" and 0 < run.attempts <= job.retries:
-                by_flow_run.setdefault(run.flow_run_id, []).append(run)
+            by_flow_run.setdefault(run.flow_run_id, []).append(run)
         for runs in by_flow_run.values():
-            flow = self.config.flow_of(runs[0].job)
-            wanted = {j for r in runs for j in self.config.downstream(r.job) if j in flow.jobs}
-            jobs = tuple(j for j in flow.jobs if j in wanted)
-            spent = {r.job: r.attempts for r in runs}
-            log.info("retrying lost %s at attempt %d", ", ".join(spent), max(spent.values()) + 1)
+            # `attempts` is the highest attempt number: the budget used at this logical time.
+            spent = {r.job: r.attempts for r in runs if r.job in self.config.jobs}
+            again = [
+                job for job, used in spent.items()
+                if runs[0].trigger != "manual" and 0 < used <= self.config.jobs[job].retries
+            ]  # fmt: skip
+            if not again:
+                continue
+            flow = self.config.flow_of(again[0])
+            wanted = {j for job in again for j in self.config.downstream(job) if j in flow.jobs}
+            spent_all = {j for j, used in spent.items() if used > self.config.jobs[j].retries}
+            jobs = tuple(j for j in flow.jobs if j in wanted - spent_all)
+            log.info("retrying lost %s (%s)", ", ".join(again), runs[0].logical_time.isoformat())
             self._start(flow, runs[0].logical_time, "retry", jobs=jobs, spent=spent)
 
     def _fire_reboot(self) -> None:
