@@ -24,6 +24,9 @@ DURATION_HELP = 'a duration like "90s", "5m", "1h30m", "2d", or a whole number o
 SIZE_HELP = 'a size like "512KiB", "1MiB", or a whole number of bytes'
 
 
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_PASSWORD_QUERY_RE = re.compile(r"([?&]password=)[^&#]*")
+
 MAX_DURATION = 100 * 365 * 86400  # a century: beyond it, dates leave what datetime can hold
 
 
@@ -126,3 +129,23 @@ def parse_since(text: str, now: datetime, tz: tzinfo) -> datetime:
             f"{text!r} is neither a duration (like 2h or 7d) nor an ISO 8601 date or date-time"
         ) from None
     return parse_time(stripped, tz)
+
+
+def mask_url(url: str) -> str:
+    """`url` with any password shown as `***`, safe to print: `redis://:***@db1:6379/0`.
+
+    The user part ends at the last `@` before the query, not at the first `/`: an unencoded
+    `/` or `@` in a password then masks too much rather than printing the rest of it. redis-py
+    also reads `?password=`, so that is masked as well.
+    """
+    scheme = _SCHEME_RE.match(url)
+    if not scheme:
+        return url
+    start = scheme.end()
+    ends = [i for i in (url.find("?", start), url.find("#", start)) if i >= 0]
+    at = url.rfind("@", start, min(ends, default=len(url)))
+    if at >= 0:
+        user, colon, _ = url[start:at].partition(":")
+        if colon:
+            url = f"{url[:start]}{user}:***{url[at:]}"
+    return _PASSWORD_QUERY_RE.sub(r"\1***", url)

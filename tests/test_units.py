@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from cronflow.units import parse_since, parse_time
+from cronflow.units import mask_url, parse_since, parse_time
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -40,3 +40,25 @@ def test_since_names_a_too_long_duration_as_such() -> None:
     with pytest.raises(ValueError, match="years 1900 to 9998"):
         parse_since("0001-01-01", NOW, UTC)
     assert parse_since("7d", NOW, UTC) == NOW - timedelta(days=7)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@db1:6379/0", "redis://:***@db1:6379/0"),
+        ("redis://user:pw@h/0", "redis://user:***@h/0"),
+        ("rediss://cronflow:pw@db1.example:6380/1", "rediss://cronflow:***@db1.example:6380/1"),
+        ("unix://:pw@/run/redis.sock?db=2", "unix://:***@/run/redis.sock?db=2"),
+        ("redis://db1:6379/0", "redis://db1:6379/0"),
+        ("redis://user@db1/0", "redis://user@db1/0"),
+        ("unix:///tmp/redis.sock", "unix:///tmp/redis.sock"),
+        ("redis://h/0?password=pw&db=1", "redis://h/0?password=***&db=1"),
+        # Unencoded / or @ in a password: mask too much rather than print a piece of it.
+        ("redis://:pa/ss@h/0", "redis://:***@h/0"),
+        ("redis://:p@ss@h/0", "redis://:***@h/0"),
+        ("not a url", "not a url"),
+        ("", ""),
+    ],
+)
+def test_mask_url_hides_passwords(url: str, shown: str) -> None:
+    assert mask_url(url) == shown
