@@ -17,14 +17,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronflow import flows
 from cronflow.errors import ConfigError, CronflowError, Problem
 from cronflow.schedule import Schedule, ScheduleError, parse_schedule
-from cronflow.units import parse_duration, parse_size
+from cronflow.units import mask_url, parse_duration, parse_size
 
 RUN_IF = ("success", "failure", "always")
 OVERLAP = ("skip", "queue", "allow")
 CATCHUP = ("none", "latest", "all")
 JOB_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 NOT_IN_DEFAULTS = ("schedule", "after", "command", "description")
-SECTIONS = ("defaults", "daemon", "jobs")
+SECTIONS = ("defaults", "daemon", "executor", "jobs")
+EXECUTOR_KINDS = ("local", "celery")
+BROKER_SCHEMES = ("redis://", "rediss://", "unix://")
+# Celery queue names become Redis keys and appear on worker command lines: keep them plain.
+QUEUE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+LOCAL_QUEUE = "local"  # the queue name meaning "in the daemon's own process"
 # Upper bounds: a larger value is a typo, or would make a retry loop never end, or hold
 # unbounded output in memory (the log cap's tail is kept in memory until the attempt ends).
 MAX_RETRIES = 1000
@@ -61,6 +66,8 @@ class Job:
     on_retry: str | None = None
     on_success: str | None = None
     enabled: bool = True
+    queue: str | None = None  # None: the [executor] default_queue
+    queue_timeout: float = 600.0
 
     def argv(self) -> list[str]:
         """The argv that runs this job: `shell -c STRING`, or the list as given."""
@@ -84,6 +91,16 @@ class DaemonSettings:
     max_parallel: int = 32
     stop_timeout: float = 60.0
     keep_history: float | None = 90 * 86400.0
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """Where attempts run (SPEC §8). `broker` as written: $CRONFLOW_BROKER_URL is read at use."""
+
+    kind: str = "local"
+    broker: str | None = None
+    default_queue: str = LOCAL_QUEUE
+    secret_file: str | None = None  # absolute
 
 
 @dataclass(frozen=True)
@@ -117,6 +134,7 @@ class Config:
     jobs: MappingProxyType[str, Job]
     daemon: DaemonSettings
     flows: tuple[Flow, ...]
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
 
     def job(self, name: str) -> Job:
         """The job called `name`, or a CronflowError (exit 1) with a did-you-mean."""
@@ -126,6 +144,10 @@ class Config:
 
     def flow_of(self, job: str) -> Flow:
         return next(f for f in self.flows if job in f.jobs)
+
+    def queue_of(self, job: str) -> str:
+        """The queue whose workers run `job`'s attempts; "local" is the daemon's own process."""
+        return self.job(job).queue or self.executor.default_queue
 
     def downstream(self, job: str) -> tuple[str, ...]:
         """`job` and every job after it, in dependency order."""
@@ -259,16 +281,20 @@ class _Checker:
             "defaults", {k: v for k, v in defaults.items() if k not in NOT_IN_DEFAULTS}
         )
         daemon = self._daemon(self._table(raw, "daemon"))
+        executor_raw = self._table(raw, "executor")
+        executor = self._executor(executor_raw)
         jobs_raw = self._table(raw, "jobs")
         jobs = {}
         for name, body in jobs_raw.items():
             job = self._job(name, body, defaults)
             if job is not None:
                 jobs[name] = job
+        if executor_raw.get("kind", "local") == "local":  # not when `kind` is a typo
+            self._queues_need_celery(executor, defaults, jobs_raw)
         flow_list = self._flows(jobs, set(jobs_raw))
         if self.problems:
             raise ConfigError(sorted(self.problems, key=lambda p: p.line or 0))
-        return Config(self.path, MappingProxyType(jobs), daemon, flow_list)
+        return Config(self.path, MappingProxyType(jobs), daemon, flow_list, executor)
 
     def _table(self, raw: dict[str, Any], key: str) -> dict[str, Any]:
         value = raw.get(key, {})
@@ -298,6 +324,27 @@ class _Checker:
             values["keep_history"] = None  # 0 means keep everything
         return DaemonSettings(**values)
 
+    def _executor(self, raw: dict[str, Any]) -> ExecutorSettings:
+        return ExecutorSettings(**self._values("executor", raw, _EXECUTOR_KEYS))
+
+    def _queues_need_celery(
+        self, executor: ExecutorSettings, defaults: dict[str, Any], jobs_raw: dict[str, Any]
+    ) -> None:
+        """A queue other than "local" means a worker elsewhere: only the celery kind has them.
+
+        Each problem is reported where the queue is written, once: a queue set in [defaults]
+        is not repeated for every job that inherits it.
+        """
+        places = {"executor.default_queue": executor.default_queue}
+        places["defaults.queue"] = defaults.get("queue")
+        for name, body in jobs_raw.items():
+            queue = body.get("queue") if isinstance(body, dict) else None
+            if isinstance(queue, str) and QUEUE_RE.fullmatch(queue):  # else reported already
+                places[f"jobs.{name}.queue"] = queue
+        for where, queue in places.items():
+            if queue is not None and queue != LOCAL_QUEUE:
+                self.problem(where, f'queue "{queue}" needs [executor] kind = "celery"')
+
     def _convert(self, where: str, parse: Any, value: Any) -> Any:
         try:
             return parse(value)
@@ -305,13 +352,20 @@ class _Checker:
             self.problem(where, str(exc))
             return None
 
-    def _values(self, where: str, raw: dict[str, Any]) -> dict[str, Any]:
-        """Each key of a job (or of [defaults]) checked and converted; problems recorded."""
+    def _values(
+        self, where: str, raw: dict[str, Any], keys: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Each key of a job, [defaults] or `keys`' table checked and converted; problems recorded.
+
+        A small table lists its allowed keys in the problem; the job keys are too many for that.
+        """
+        keys = _KEYS if keys is None else keys
         values: dict[str, Any] = {}
         for key, value in raw.items():
-            check = _KEYS.get(key)
+            check = keys.get(key)
             if check is None:
-                self.problem(f"{where}.{key}", f"unknown key{suggest(key, _KEYS)}")
+                allowed = "" if keys is _KEYS else f"; allowed: {', '.join(keys)}"
+                self.problem(f"{where}.{key}", f"unknown key{suggest(key, keys)}{allowed}")
                 continue
             try:
                 values[key] = check(self, value)
@@ -489,6 +543,29 @@ def _duration(_: _Checker, value: Any) -> float:
     return parse_duration(value)
 
 
+def _queue(_: _Checker, value: Any) -> str:
+    if isinstance(value, str) and QUEUE_RE.fullmatch(value):
+        return value
+    raise ValueError(
+        "must be a queue name of letters, digits, '_', '.' and '-', starting with a letter "
+        f"or digit, got {value!r}"
+    )
+
+
+def _broker(_: _Checker, value: Any) -> str:
+    if isinstance(value, str) and value.startswith(BROKER_SCHEMES):
+        return value
+    shown = mask_url(value) if isinstance(value, str) else value
+    raise ValueError(
+        f"must be a Redis URL starting with {', '.join(BROKER_SCHEMES)}, got {shown!r}"
+    )
+
+
+def _secret_file(c: _Checker, value: Any) -> str:
+    path = c.folder / os.path.expanduser(_nonempty(c, value))
+    return os.path.abspath(path)
+
+
 def _size(_: _Checker, value: Any) -> int:
     size = parse_size(value)
     if size > MAX_LOG_BYTES:
@@ -520,6 +597,15 @@ _KEYS: dict[str, Any] = {
     "on_retry": _nonempty,
     "on_success": _nonempty,
     "enabled": _bool,
+    "queue": _queue,
+    "queue_timeout": _duration,
+}
+
+_EXECUTOR_KEYS: dict[str, Any] = {
+    "kind": _choice(*EXECUTOR_KINDS),
+    "broker": _broker,
+    "default_queue": _queue,
+    "secret_file": _secret_file,
 }
 
 _HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\[\]]+?)\s*\]\]?\s*(#.*)?$")

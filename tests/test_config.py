@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cronflow.config import Job, load_config, parse_config
+from cronflow.config import ExecutorSettings, Job, load_config, parse_config
 from cronflow.errors import ConfigError, CronflowError
 
 
@@ -159,7 +159,8 @@ def test_toml_syntax_error_has_line_and_column() -> None:
 
 def test_sections_and_defaults_are_checked() -> None:
     assert problems('[job.a]\ncommand = "x"\n') == [
-        "jobs.toml:1: job: unknown section (did you mean 'jobs'?); allowed: defaults, daemon, jobs"
+        "jobs.toml:1: job: unknown section (did you mean 'jobs'?); "
+        "allowed: defaults, daemon, executor, jobs"
     ]
     assert problems('[defaults]\nschedule = "@daily"\n') == [
         "jobs.toml:2: defaults.schedule: 'schedule' cannot be set in [defaults]"
@@ -342,3 +343,113 @@ def test_a_symlinked_job_file_is_checked_where_it_points(tmp_path: Path) -> None
     link.symlink_to(target)
     with pytest.raises(CronflowError, match=f"^{target} is writable by others"):
         load_config(link)
+
+
+CELERY = '[executor]\nkind = "celery"\nbroker = "redis://:s3cret@db1:6379/0"\n'
+
+
+def test_executor_defaults_to_local_and_jobs_to_the_default_queue() -> None:
+    cfg = parse_config('[jobs.a]\ncommand = "x"\n')
+    assert cfg.executor == ExecutorSettings("local", None, "local", None)
+    assert (cfg.jobs["a"].queue, cfg.jobs["a"].queue_timeout) == (None, 600.0)
+    assert cfg.queue_of("a") == "local"
+    with pytest.raises(CronflowError, match="no job named 'b'"):
+        cfg.queue_of("b")
+
+
+def test_executor_table_and_queue_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cfg = parse_config(
+        CELERY
+        + 'default_queue = "default"\nsecret_file = "secrets/worker.key"\n'
+        + '[defaults]\nqueue_timeout = "2m"\n'
+        + '[jobs.train]\ncommand = "x"\nqueue = "gpu.v100"\n'
+        + '[jobs.report]\ncommand = "x"\nafter = ["train"]\nqueue_timeout = 30\n'
+        + '[jobs.notify]\ncommand = "x"\nqueue = "local"\n',
+        "/srv/jobs.toml",
+    )
+    assert cfg.executor == ExecutorSettings(
+        "celery", "redis://:s3cret@db1:6379/0", "default", "/srv/secrets/worker.key"
+    )
+    assert (cfg.jobs["train"].queue, cfg.jobs["train"].queue_timeout) == ("gpu.v100", 120.0)
+    assert cfg.jobs["report"].queue_timeout == 30.0
+    assert [cfg.queue_of(n) for n in ("train", "report", "notify")] == [
+        "gpu.v100",
+        "default",
+        "local",
+    ]
+    home = parse_config(CELERY + 'secret_file = "~/.config/cronflow/worker.key"\n', "jobs.toml")
+    assert home.executor.secret_file == str(tmp_path / "home/.config/cronflow/worker.key")
+    relative = parse_config(CELERY + 'secret_file = "worker.key"\n', "jobs.toml")
+    assert relative.executor.secret_file == str(Path.cwd() / "worker.key")
+
+
+def test_queue_in_defaults_is_every_jobs_queue() -> None:
+    cfg = parse_config(CELERY + '[defaults]\nqueue = "db"\n[jobs.a]\ncommand = "x"\n')
+    assert cfg.queue_of("a") == "db"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[executor]\nkind = "kubernetes"\n',
+            "jobs.toml:2: executor.kind: must be one of local, celery, got 'kubernetes'",
+        ),
+        (
+            '[executor]\nbrokr = "redis://h"\n',
+            "jobs.toml:2: executor.brokr: unknown key (did you mean 'broker'?); "
+            "allowed: kind, broker, default_queue, secret_file",
+        ),
+        (
+            '[executor]\nkind = "celery"\nbroker = "amqp://u:pw@h//"\n',
+            "jobs.toml:3: executor.broker: must be a Redis URL starting with redis://, rediss://, "
+            "unix://, got 'amqp://u:***@h//'",
+        ),
+        (
+            "[executor]\nbroker = 6379\n",
+            "jobs.toml:2: executor.broker: must be a Redis URL starting with redis://, rediss://, "
+            "unix://, got 6379",
+        ),
+        (
+            '[executor]\nkind = "celery"\ndefault_queue = "gpu box"\n',
+            "jobs.toml:3: executor.default_queue: must be a queue name of letters, digits, '_', "
+            "'.' and '-', starting with a letter or digit, got 'gpu box'",
+        ),
+        ('[executor]\nsecret_file = ""\n', "jobs.toml:2: executor.secret_file: must not be empty"),
+        ("executor = 1\n", "jobs.toml:1: executor: must be a table ([executor])"),
+        (
+            CELERY + '[jobs.a]\ncommand = "x"\nqueue = "-gpu"\n',
+            "jobs.toml:6: jobs.a.queue: must be a queue name of letters, digits, '_', '.' and '-', "
+            "starting with a letter or digit, got '-gpu'",
+        ),
+        (
+            CELERY + '[jobs.a]\ncommand = "x"\nqueue_timeout = "soon"\n',
+            "jobs.toml:6: jobs.a.queue_timeout: expected a duration like",
+        ),
+    ],
+)
+def test_executor_and_queue_problems(text: str, expected: str) -> None:
+    found = problems(text)
+    assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def test_a_queue_without_the_celery_executor_is_an_error_where_it_is_written() -> None:
+    found = problems(
+        '[executor]\ndefault_queue = "default"\n'
+        '[defaults]\nqueue = "db"\n'
+        '[jobs.a]\ncommand = "x"\nqueue = "gpu"\n'
+        '[jobs.b]\ncommand = "x"\n'
+        '[jobs.c]\ncommand = "x"\nqueue = "local"\n'
+    )
+    assert found == [
+        'jobs.toml:2: executor.default_queue: queue "default" needs [executor] kind = "celery"',
+        'jobs.toml:4: defaults.queue: queue "db" needs [executor] kind = "celery"',
+        'jobs.toml:7: jobs.a.queue: queue "gpu" needs [executor] kind = "celery"',
+    ]
+    assert problems('[jobs.a]\ncommand = "x"\nqueue = "a b"\n') == [
+        "jobs.toml:3: jobs.a.queue: must be a queue name of letters, digits, '_', '.' and '-', "
+        "starting with a letter or digit, got 'a b'"
+    ]
+    local = parse_config('[executor]\nkind = "local"\n[jobs.a]\ncommand = "x"\nqueue = "local"\n')
+    assert local.queue_of("a") == "local"
