@@ -60,7 +60,7 @@ def build(path: Path, runs: int, jobs: int) -> None:
     chunk = 100_000
     for first in range(1, runs + 1, chunk):
         ids = range(first, min(first + chunk, runs + 1))
-        flow_runs, rows = [], []
+        flow_runs, rows, attempts = [], [], []
         for run_id in ids:
             job = job_name(rng.randrange(jobs))
             created = start + run_id * step
@@ -75,7 +75,14 @@ def build(path: Path, runs: int, jobs: int) -> None:
                  created if ran else None, created + duration, exit_code,
                  rng.random() if ran else None, rng.randrange(2000, 90000) if ran else None)
             )  # fmt: skip
+            if ran:  # one attempt each, so the host of a run's latest attempt has rows to find
+                attempts.append((run_id, 1, created, created + duration, status, exit_code))
         db.executemany("INSERT INTO flow_runs VALUES (?, ?, ?, ?, ?)", flow_runs)
+        db.executemany(
+            "INSERT INTO attempts (run_id, number, started_at, finished_at, status, exit_code)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            attempts,
+        )
         db.executemany(
             "INSERT INTO runs (id, flow_run_id, job, logical_time, trigger, status, attempts,"
             " created_at, started_at, finished_at, exit_code, cpu_seconds, max_rss_kb)"

@@ -29,9 +29,10 @@ class RunRecord:
     note: str | None
     cpu_seconds: float | None
     max_rss_kb: int | None
+    host: str | None = None  # the worker that ran its latest attempt; None: this machine
 
     def to_json(self) -> dict[str, Any]:
-        """The `history --json` shape of SPEC §7 (plus cpu_seconds and max_rss_kb)."""
+        """The `history --json` shape of SPEC §7 (plus cpu_seconds, max_rss_kb and host)."""
         return {
             "run_id": self.run_id,
             "job": self.job,
@@ -47,6 +48,7 @@ class RunRecord:
             "note": self.note,
             "cpu_seconds": self.cpu_seconds,
             "max_rss_kb": self.max_rss_kb,
+            "host": self.host,
         }
 
 
@@ -60,6 +62,8 @@ class AttemptRecord:
     exit_code: int | None
     cpu_seconds: float | None
     max_rss_kb: int | None
+    host: str | None = None  # the worker it ran on; None: this machine
+    remote_id: str | None = None  # its message to that worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +97,5 @@ class Unfinished:
     owner_start: int | None  # that process's start time, in clock ticks after boot
     boot_id: str | None
     groups: tuple[tuple[int, int | None], ...]  # (pgid, leader start) of unfinished attempts
+    # (attempt number, remote_id) of the unfinished attempts sent to a worker
+    remote: tuple[tuple[int, str], ...] = ()

@@ -54,6 +54,10 @@ _RUN_COLUMNS = (
     "id, job, flow_run_id, logical_time, trigger, status, attempts, started_at, finished_at,"
     " exit_code, note, cpu_seconds, max_rss_kb"
 )
+# The host of a run's latest attempt: one probe of the attempts primary key per row shown, so
+# `history` pays for the rows it prints, never for the million it skips.
+_HOST_OF_RUN = "(SELECT host FROM attempts WHERE run_id = runs.id ORDER BY number DESC LIMIT 1)"
+_RUN_WIDTH = 14  # columns of a run row: _RUN_COLUMNS and the host
 
 
 def _run(row: Sequence[Any]) -> RunRecord:
@@ -61,7 +65,7 @@ def _run(row: Sequence[Any]) -> RunRecord:
     duration = None if started is None or finished is None else (row[8] - row[7]) / 1e6
     return RunRecord(
         row[0], row[1], row[2], _from_us(row[3]), row[4], row[5], row[6],
-        started, finished, duration, row[9], row[10], row[11], row[12],
+        started, finished, duration, row[9], row[10], row[11], row[12], row[13],
     )  # fmt: skip
 
 
@@ -145,9 +149,20 @@ def m003_process_identity(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+@migration
+def m004_remote_attempts(db: sqlite3.Connection) -> None:
+    # Where an attempt ran (a worker's host name; NULL on the daemon's machine) and the id of
+    # its message to that worker, so a restarted daemon can re-attach to it.
+    db.execute("ALTER TABLE attempts ADD COLUMN host TEXT")
+    db.execute("ALTER TABLE attempts ADD COLUMN remote_id TEXT")
+
+
 # The oldest schema the read queries work on (read-only stores do not migrate). Raise it when a
-# migration adds something that `history`, `logs`, `list` or `status` read.
+# migration adds something that `history`, `logs`, `list` or `status` cannot do without.
 READER_MIN_SCHEMA = 1
+# The first schema with attempts.host and remote_id. A reader of an older database shows no
+# hosts instead of refusing it: no remote attempt can be in it.
+HOSTS_SCHEMA = 4
 
 
 def _file_uri(path: Path, query: str) -> str:
@@ -219,6 +234,7 @@ class Store:
         self._clock = clock or Clock()
         self._busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
+        self._hosts = False  # the schema has attempts.host and remote_id (set by _open)
         self._open()
 
     # -- lifecycle
@@ -236,11 +252,12 @@ class Store:
             self._conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
             if self.readonly:
                 self._check_readable()
-                return
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
+            else:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+                self._conn.execute("PRAGMA foreign_keys = ON")
+                self._migrate()
+            self._hosts = self._user_version() >= HOSTS_SCHEMA
         except BaseException:
             self._conn.close()
             self._conn = None
@@ -287,9 +304,9 @@ class Store:
         """A reader takes the schema as it is: newer is refused, older is read if it can be.
 
         The read queries need nothing added after READER_MIN_SCHEMA (m002 and m003 only added
-        what the daemon reads; `paused_jobs` reads m003's renamed column by position), so a
-        database not yet migrated by a writer is shown as it is; an older one than that names
-        the command that upgrades it.
+        what the daemon reads; `paused_jobs` reads m003's renamed column by position; m004's
+        hosts are read only when present, see HOSTS_SCHEMA), so a database not yet migrated by
+        a writer is shown as it is; an older one than that names the command that upgrades it.
         """
         version = self._user_version()
         known = len(MIGRATIONS)
@@ -348,6 +365,11 @@ class Store:
 
     def _user_version(self) -> int:
         return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    @property
+    def _run_columns(self) -> str:
+        """The columns `_run` reads; a host only where the schema has one."""
+        return f"{_RUN_COLUMNS}, {_HOST_OF_RUN if self._hosts else 'NULL'}"
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -497,21 +519,38 @@ class Store:
         started_at: datetime,
         pgid: int | None = None,
         pgid_start: int | None = None,
+        host: str | None = None,
+        remote_id: str | None = None,
     ) -> None:
         """Record attempt `number` as running in process group `pgid` (its leader started at
-        `pgid_start`), and its run as running (started at its first attempt); the run's
-        attempt count follows it. One transaction: this is on the path of every fire."""
+        `pgid_start`) on `host` (None: this machine), sent to a worker as message `remote_id`
+        if remote, and its run as running (started at its first attempt); the run's attempt
+        count follows it. One transaction: this is on the path of every fire."""
         with self._write() as db:
             db.execute(
-                "INSERT INTO attempts (run_id, number, started_at, status, pgid, pgid_start)"
-                " VALUES (?, ?, ?, 'running', ?, ?)",
-                (run_id, number, _to_us(started_at), pgid, pgid_start),
+                "INSERT INTO attempts (run_id, number, started_at, status, pgid, pgid_start,"
+                " host, remote_id) VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
+                (run_id, number, _to_us(started_at), pgid, pgid_start, host, remote_id),
             )
             db.execute(
                 "UPDATE runs SET attempts = max(attempts, ?), status = 'running',"
                 " started_at = coalesce(started_at, ?) WHERE id = ?",
                 (number, _to_us(started_at), run_id),
             )
+
+    @_user_errors
+    def attempt_started_remote(
+        self, run_id: int, number: int, host: str, pgid: int, pgid_start: int | None
+    ) -> None:
+        """A worker reports that it started attempt `number`: where, and its process group."""
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE attempts SET host = ?, pgid = ?, pgid_start = ?"
+                " WHERE run_id = ? AND number = ?",
+                (host, pgid, pgid_start, run_id, number),
+            )
+        if cursor.rowcount != 1:
+            raise KeyError(f"no attempt {number} of run {run_id}")
 
     @_user_errors
     def finish_attempt(
@@ -677,19 +716,29 @@ class Store:
 
     @_user_errors
     def unfinished_runs(self) -> list[Unfinished]:
-        """Runs queued, running or retrying, oldest first, with their owner process and the
-        process groups of their unfinished attempts."""
+        """Runs queued, running or retrying, oldest first, with their owner process, the
+        process groups of their unfinished attempts and the remote ids of the remote ones."""
+        remote = (
+            "(SELECT json_group_array(json_array(number, remote_id)) FROM attempts"
+            "  WHERE run_id = runs.id AND finished_at IS NULL AND remote_id IS NOT NULL)"
+            if self._hosts
+            else "'[]'"
+        )
         rows = self.conn.execute(
-            f"SELECT {_RUN_COLUMNS}, pid, pid_start, boot_id,"
+            f"SELECT {self._run_columns}, pid, pid_start, boot_id,"
             " (SELECT json_group_array(json_array(pgid, pgid_start)) FROM attempts"
-            "  WHERE run_id = runs.id AND finished_at IS NULL AND pgid IS NOT NULL)"
-            " FROM runs WHERE status IN ('queued', 'running', 'retrying') ORDER BY id"
+            "  WHERE run_id = runs.id AND finished_at IS NULL AND pgid IS NOT NULL),"
+            f" {remote} FROM runs WHERE status IN ('queued', 'running', 'retrying') ORDER BY id"
         ).fetchall()
-        width = len(_RUN_COLUMNS.split(","))
+        w = _RUN_WIDTH
         return [
             Unfinished(
-                _run(row), row[width], row[width + 1], row[width + 2],
-                tuple((g[0], g[1]) for g in json.loads(row[width + 3])),
+                _run(row),
+                row[w],
+                row[w + 1],
+                row[w + 2],
+                tuple((g[0], g[1]) for g in json.loads(row[w + 3])),
+                tuple((a[0], a[1]) for a in json.loads(row[w + 4])),
             )  # fmt: skip
             for row in rows
         ]
@@ -718,7 +767,8 @@ class Store:
                 (_to_us(now), id_list),
             )
             rows = db.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN (SELECT value FROM json_each(?))"
+                f"SELECT {self._run_columns} FROM runs"
+                " WHERE id IN (SELECT value FROM json_each(?))"
                 " ORDER BY id",
                 (id_list,),
             ).fetchall()
@@ -747,7 +797,7 @@ class Store:
         return {row[0] for row in self.conn.execute("SELECT * FROM paused")}
 
     def _runs(self, where: str, params: Sequence[Any] = ()) -> list[RunRecord]:
-        rows = self.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs {where}", params).fetchall()
+        rows = self.conn.execute(f"SELECT {self._run_columns} FROM runs {where}", params).fetchall()
         return [_run(row) for row in rows]
 
     @_user_errors
@@ -817,7 +867,7 @@ class Store:
         # One newest-first index scan per status, merged: an IN list over the (status, id)
         # index would have to sort every failure ever recorded.
         parts = " UNION ALL ".join(
-            f"SELECT * FROM (SELECT {_RUN_COLUMNS} FROM runs WHERE status = '{status}'"
+            f"SELECT * FROM (SELECT {self._run_columns} FROM runs WHERE status = '{status}'"
             " ORDER BY id DESC LIMIT :limit)"
             for status in FAILURE_STATUSES
         )
@@ -848,9 +898,10 @@ class Store:
 
     @_user_errors
     def attempts(self, run_id: int) -> list[AttemptRecord]:
+        hosts = "host, remote_id" if self._hosts else "NULL, NULL"
         rows = self.conn.execute(
             "SELECT run_id, number, started_at, finished_at, status, exit_code, cpu_seconds,"
-            " max_rss_kb FROM attempts WHERE run_id = ? ORDER BY number",
+            f" max_rss_kb, {hosts} FROM attempts WHERE run_id = ? ORDER BY number",
             (run_id,),
         )
         return [AttemptRecord(r[0], r[1], _from_us(r[2]), _from_us(r[3]), *r[4:]) for r in rows]

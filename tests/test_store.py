@@ -217,6 +217,7 @@ def test_to_json_shape(store: Store) -> None:
     assert list(data) == [
         "run_id", "job", "flow_run_id", "logical_time", "trigger", "status", "attempts",
         "started_at", "finished_at", "duration", "exit_code", "note", "cpu_seconds", "max_rss_kb",
+        "host",
     ]  # fmt: skip
     assert data["logical_time"] == "2026-03-01T06:00:00+00:00"
     assert data["started_at"] == "2026-03-01T06:00:01+00:00"
@@ -375,6 +376,34 @@ def test_unfinished_runs_and_mark_lost(store: Store) -> None:
     assert store.active_runs() == [] and store.unfinished_runs() == []
     assert store.get_run(done).status == "success"
     assert store.mark_lost({done: "again", running: "again"}, at(200)) == []
+
+
+def test_remote_attempts_record_their_host_and_remote_id(store: Store) -> None:
+    run_id = add_run(store, "train", status="queued")
+    store.start_attempt(run_id, 1, at(1), remote_id="r-1")  # sent; no worker has it yet
+    assert store.get_run(run_id).host is None
+    assert store.unfinished_runs()[0].remote == ((1, "r-1"),)
+    assert store.unfinished_runs()[0].groups == ()
+    store.attempt_started_remote(run_id, 1, "gpu1", 4242, 777)
+    first = store.attempts(run_id)[0]
+    assert (first.host, first.remote_id) == ("gpu1", "r-1")
+    assert store.unfinished_runs()[0].groups == ((4242, 777),)
+    store.finish_attempt(
+        run_id, 1, finished_at=at(2), status="lost", exit_code=None, cpu_seconds=None,
+        max_rss_kb=None,
+    )  # fmt: skip
+    store.start_attempt(run_id, 2, at(3), host="gpu2", remote_id="r-2")
+    assert store.unfinished_runs()[0].remote == ((2, "r-2"),)
+    assert store.get_run(run_id).host == "gpu2"  # the latest attempt's
+    assert store.history()[0].to_json()["host"] == "gpu2"
+    local = add_run(store, "report", status="running")
+    store.start_attempt(local, 1, at(4), pgid=99)
+    assert store.get_run(local).host is None
+    assert store.attempts(local)[0] == AttemptRecord(
+        local, 1, at(4), None, "running", None, None, None
+    )
+    with pytest.raises(KeyError):
+        store.attempt_started_remote(run_id, 9, "gpu1", 1, None)
 
 
 def test_succeeded_logical_times(store: Store) -> None:
@@ -665,6 +694,27 @@ def test_a_reader_does_not_migrate_an_older_schema_and_still_reads_it(db_path: P
     with Store(db_path) as writer:  # the next writer migrates it
         assert writer.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert writer.get_run(7).status == "success"
+
+
+def test_a_reader_of_a_schema_before_hosts_shows_none(db_path: Path) -> None:
+    _schema(db_path, 3)  # before m004 added attempts.host and remote_id
+    raw = sqlite3.connect(db_path, isolation_level=None)
+    raw.execute("INSERT INTO flow_runs VALUES (1, 'a', 0, 'manual', 0)")
+    raw.execute(
+        "INSERT INTO runs (id, flow_run_id, job, logical_time, trigger, status, created_at)"
+        " VALUES (7, 1, 'a', 0, 'manual', 'running', 0)"
+    )
+    raw.execute(
+        "INSERT INTO attempts (run_id, number, started_at, status) VALUES (7, 1, 0, 'running')"
+    )
+    raw.close()
+    with Store(db_path, readonly=True) as reader:
+        assert [(r.run_id, r.host) for r in reader.history()] == [(7, None)]
+        assert [(a.host, a.remote_id) for a in reader.attempts(7)] == [(None, None)]
+        assert [u.remote for u in reader.unfinished_runs()] == [()]
+        assert reader.get_run(7).to_json()["host"] is None
+    with Store(db_path) as writer:
+        assert writer.get_run(7).host is None
 
 
 def test_a_reader_explains_a_schema_it_cannot_read(db_path: Path) -> None:
