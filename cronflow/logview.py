@@ -73,7 +73,9 @@ class LogView:
                 LogLine(
                     ("attempt", attempt.number),
                     "separator",
-                    f"── {self.run.job} run {self.run.run_id}, attempt {attempt.number} ──",
+                    f"── {self.run.job} run {self.run.run_id}, attempt {attempt.number}"
+                    + (f" on {attempt.host}" if attempt.host else "")
+                    + " ──",
                 )
             )
             result += self._output(attempt.number, None)

@@ -249,7 +249,8 @@ class BackfillProgress:
 
 
 def history_table(runs: Sequence[Any], zone: tzinfo) -> None:
-    """`cronflow history`."""
+    """`cronflow history`; a HOST column only when a shown run ran on a worker (SPEC §8)."""
+    remote = any(r.host for r in runs)
     rows = [
         [
             str(r.run_id),
@@ -261,23 +262,13 @@ def history_table(runs: Sequence[Any], zone: tzinfo) -> None:
             when(r.started_at, zone),
             _seconds(r.duration),
             "-" if r.exit_code is None else str(r.exit_code),
+            *([r.host or "-"] if remote else []),
         ]
         for r in runs
     ]
-    table(
-        [
-            "RUN",
-            "JOB",
-            "LOGICAL TIME",
-            "TRIGGER",
-            "STATUS",
-            "ATTEMPTS",
-            "STARTED",
-            "DURATION",
-            "EXIT",
-        ],
-        rows,
-    )
+    columns = ["RUN", "JOB", "LOGICAL TIME", "TRIGGER", "STATUS", "ATTEMPTS", "STARTED"]
+    columns += ["DURATION", "EXIT", *(["HOST"] if remote else [])]
+    table(columns, rows)
 
 
 def log_lines(lines: Sequence[Any], _zone: object = None) -> None:
@@ -320,6 +311,7 @@ def status_report(report: dict[str, Any], zone: tzinfo, now: datetime) -> None:
             logical = when(datetime.fromisoformat(r["logical_time"]), zone)
             line(
                 f"  {r['run_id']:>6}  {r['job']}  {r['status']}  {logical}"
+                + (f"  on {r['host']}" if r.get("host") else "")
                 + (f"  {r['note']}" if r.get("note") else "")
             )
     if report.get("paused"):

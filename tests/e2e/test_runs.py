@@ -290,3 +290,35 @@ def test_a_removed_job_keeps_its_history_even_without_a_job_file(tmp_path: Path)
     assert gone.stderr == (
         f"error: no job named 'odl' in {config} or in the history (did you mean 'old'?)\n"
     )
+
+
+def test_history_and_logs_name_the_host_of_a_remote_attempt(tmp_path: Path) -> None:
+    config = write(tmp_path, '[jobs.a]\ncommand = "echo here"\n')
+    assert cronflow("run", "a", "-c", config).returncode == 0
+    plain = cronflow("history", "-c", config).stdout
+    assert "HOST" not in plain.splitlines()[0]
+    assert history(config)[0]["host"] is None
+    assert "attempt 1 ──" in cronflow("logs", "a", "-c", config).stdout
+
+    # A run that went to a worker, as the daemon records it (the worker reports its host).
+    from datetime import UTC, datetime
+
+    from cronflow.store import Store
+
+    now = datetime.now(UTC)
+    with Store(tmp_path / "state" / "cronflow" / "cronflow.db") as store:
+        _, ids = store.create_flow_run("a", now, "manual", ["a"])
+        store.start_attempt(ids["a"], 1, now, remote_id="r-1")
+        store.attempt_started_remote(ids["a"], 1, "gpu1", 4242, None)
+        store.add_output(ids["a"], 1, "out", now, b"there\n")
+        store.finish_attempt(
+            ids["a"], 1, finished_at=now, status="success", exit_code=0, cpu_seconds=0.0,
+            max_rss_kb=None,
+        )  # fmt: skip
+        store.update_run(ids["a"], status="success", finished_at=now, exit_code=0)
+    lines = cronflow("history", "-c", config).stdout.splitlines()
+    assert lines[0].split()[-1] == "HOST"
+    assert lines[1].split()[-1] == "gpu1" and lines[2].split()[-1] == "-"
+    assert [r["host"] for r in history(config)] == ["gpu1", None]
+    logs = cronflow("logs", "a", "-c", config).stdout.splitlines()
+    assert logs[:2] == [f"── a run {ids['a']}, attempt 1 on gpu1 ──", "there"]
