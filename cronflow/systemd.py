@@ -1,4 +1,4 @@
-"""The systemd user unit for `cronflow daemon`, and the sd_notify protocol it speaks.
+"""The systemd user units for `cronflow daemon` and `cronflow worker`, and sd_notify.
 
 Standard library only: sd_notify is one datagram on an AF_UNIX socket, not worth a package.
 """
@@ -9,7 +9,7 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cronflow.errors import CronflowError
@@ -17,6 +17,12 @@ from cronflow.errors import CronflowError
 log = logging.getLogger("cronflow")
 
 UNIT_NAME = "cronflow.service"
+WORKER_UNIT_NAME = "cronflow-worker.service"
+# `cronflow worker --stop-timeout`'s default: the unit gives the worker that plus the margin.
+WORKER_STOP_TIMEOUT = 60.0
+# Where the worker unit reads the broker URL and the shared secret: secrets stay out of the unit
+# file (which `systemctl cat` shows to anyone) and out of the job file, which may be shared.
+WORKER_ENV_FILE = "%h/.config/cronflow/worker.env"
 
 # systemd may stop the unit only after the daemon's own grace has run out and it has had time to
 # stop the jobs and record them `canceled`; at TimeoutStopSec systemd SIGKILLs everything left.
@@ -99,21 +105,61 @@ def unit_text(
     return "\n".join(unit + service + install) + "\n"
 
 
-def unit_path(xdg_config_home: Path) -> Path:
+def worker_unit_text(
+    executable: str,
+    config_path: str,
+    queues: Sequence[str],
+    concurrency: int = 1,
+    stop_timeout: float = WORKER_STOP_TIMEOUT,
+) -> str:
+    """The text of the user unit `cronflow-worker.service` that runs `cronflow worker`.
+
+    Type=simple: the worker does not speak sd_notify. KillMode=mixed as for the daemon: SIGTERM
+    to the worker alone, which gives its attempts `stop_timeout` and reports them.
+    """
+    executable = os.path.abspath(executable)
+    _check_executable(executable)
+    config = quote_word(os.path.abspath(config_path), exec_arg=True)
+    words = [quote_word(executable), "--config", config, "worker"]
+    for queue in queues:
+        words += ["--queue", quote_word(queue, exec_arg=True)]
+    words += ["--concurrency", str(concurrency)]
+    description = f"cronflow worker (queues: {', '.join(queues)})".replace("%", "%%")
+    unit = ["[Unit]", f"Description={description}"]
+    service = [
+        "",
+        "[Service]",
+        "Type=simple",
+        f"ExecStart={' '.join(words)}",
+        "# The broker and the shared secret, when not in the job file's [executor] table, as",
+        "#   CRONFLOW_BROKER_URL=rediss://cronflow:PASSWORD@db1:6380/0",
+        "#   CRONFLOW_WORKER_SECRET=...",
+        "# in this file, readable by you alone (chmod 600); the leading - makes it optional.",
+        f"EnvironmentFile=-{WORKER_ENV_FILE}",
+        "Restart=on-failure",
+        "RestartSec=5s",
+        "KillMode=mixed",
+        f"TimeoutStopSec={math.ceil(stop_timeout) + STOP_MARGIN_SEC}s",
+    ]
+    install = ["", "[Install]", "WantedBy=default.target"]
+    return "\n".join(unit + service + install) + "\n"
+
+
+def unit_path(xdg_config_home: Path, name: str = UNIT_NAME) -> Path:
     """Where systemd looks for the user's own units."""
-    return Path(xdg_config_home) / "systemd" / "user" / UNIT_NAME
+    return Path(xdg_config_home) / "systemd" / "user" / name
 
 
-def install_hint() -> str:
+def install_hint(service: str = "cronflow") -> str:
     """What to run after writing the unit to start it now, at every boot, and to watch it."""
     return (
-        "To start cronflow now and at every login:\n"
+        f"To start {service} now and at every login:\n"
         "  systemctl --user daemon-reload\n"
-        "  systemctl --user enable --now cronflow\n"
+        f"  systemctl --user enable --now {service}\n"
         "To keep it running when you are logged out (and start it at boot):\n"
         "  loginctl enable-linger $USER\n"
         "To follow its log:\n"
-        "  journalctl --user -u cronflow -f\n"
+        f"  journalctl --user -u {service} -f\n"
     )
 
 

@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from cronflow.errors import CronflowError
-from cronflow.systemd import Notifier, install_hint, quote_word, unit_path, unit_text
+from cronflow.systemd import (
+    Notifier,
+    install_hint,
+    quote_word,
+    unit_path,
+    unit_text,
+    worker_unit_text,
+)
 
 # --- the unit file --------------------------------------------------------------------------
 
@@ -132,6 +139,31 @@ def test_watchdog_and_documentation_are_optional() -> None:
     assert with_both["Unit"]["Documentation"] == "https://example.org/cf"
 
 
+def test_worker_unit_runs_cronflow_worker_on_its_queues() -> None:
+    text = worker_unit_text("/opt/cf/bin/cronflow", "/home/u/c.toml", ["gpu", "default"], 4)
+    unit = parse_unit(text)
+
+    assert unit["Unit"] == {"Description": "cronflow worker (queues: gpu, default)"}
+    service = unit["Service"]
+    assert service["Type"] == "simple"
+    assert exec_argv(service["ExecStart"]) == [
+        "/opt/cf/bin/cronflow", "--config", "/home/u/c.toml", "worker",
+        "--queue", "gpu", "--queue", "default", "--concurrency", "4",
+    ]  # fmt: skip
+    assert service["EnvironmentFile"] == "-%h/.config/cronflow/worker.env"
+    assert (service["Restart"], service["KillMode"]) == ("on-failure", "mixed")
+    assert service["TimeoutStopSec"] == "90s"  # the worker's 60s stop timeout and a margin
+    assert "WatchdogSec" not in service and "NotifyAccess" not in service
+    assert unit["Install"] == {"WantedBy": "default.target"}
+    # Where to put the secrets is said in the unit, never the secrets themselves.
+    assert "# CRONFLOW_BROKER_URL=" not in text and "#   CRONFLOW_BROKER_URL=" in text
+    assert "CRONFLOW_WORKER_SECRET" in text
+    assert unit_path(Path("/x"), "cronflow-worker.service") == Path(
+        "/x/systemd/user/cronflow-worker.service"
+    )
+    assert "systemctl --user enable --now cronflow-worker" in install_hint("cronflow-worker")
+
+
 AWKWARD_PATHS = [
     "/home/jo smith/cronflow.toml",
     "/tmp/100% sure/c.toml",
@@ -153,6 +185,14 @@ def test_awkward_paths_survive_systemd_quoting(path: str) -> None:
     assert exec_argv(service["ExecStart"]) == ["/opt/my tools/cronflow", "--config", path, "daemon"]
     # Environment= expands specifiers but not variables: `$` stays as it is.
     assert systemd_words(service["Environment"]) == [f"CRONFLOW_STATE_DIR={path}"]
+
+
+@pytest.mark.parametrize("path", AWKWARD_PATHS)
+def test_worker_unit_quotes_awkward_paths(path: str) -> None:
+    service = parse_unit(worker_unit_text("/opt/my tools/cronflow", path, ["q"], 1))["Service"]
+    argv = exec_argv(service["ExecStart"])
+    assert argv == ["/opt/my tools/cronflow", "--config", path, "worker", "--queue", "q",
+                    "--concurrency", "1"]  # fmt: skip
 
 
 def test_quoting_is_minimal_for_plain_words() -> None:
@@ -233,6 +273,19 @@ def test_systemd_analyze_accepts_the_unit(tmp_path: Path, awkward_executable: Pa
     unit = tmp_path / "cronflow.service"
     unit.write_text(
         unit_text(str(awkward_executable), str(tmp_path / "my config/c.toml"), "/st ate", 30)
+    )
+
+    code, about, noise = verify(unit, tmp_path / "runtime")
+
+    assert about == [], "\n".join(about)
+    assert code == 0, "\n".join(noise)
+
+
+@needs_systemd_analyze
+def test_systemd_analyze_accepts_the_worker_unit(tmp_path: Path, awkward_executable: Path) -> None:
+    unit = tmp_path / "cronflow-worker.service"
+    unit.write_text(
+        worker_unit_text(str(awkward_executable), str(tmp_path / "c.toml"), ["gpu", "db.v2"], 8)
     )
 
     code, about, noise = verify(unit, tmp_path / "runtime")
