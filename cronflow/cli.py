@@ -35,6 +35,18 @@ ConfigOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+QueueOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--queue",
+        "-Q",
+        help="Take attempts from this queue (repeatable, or a,b; default: default).",
+        show_default=False,
+    ),
+]
+ConcurrencyOption = Annotated[
+    int, typer.Option("--concurrency", min=1, max=256, help="Attempts run at once.")
+]
 
 
 class _Paths:
@@ -154,6 +166,9 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Backfill: list the logical times only.")
     ] = False,
+    local: Annotated[
+        bool, typer.Option("--local", help="Run every job here, whatever its queue.")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Run JOB's flow from JOB now, in the foreground; or backfill with --from/--to."""
@@ -169,7 +184,9 @@ def run(
             raise CronflowError("--at cannot be combined with --from/--to", 2)
         first = _parse(parse_time, start, zone, option="--from")
         last = _parse(parse_time, end, zone, option="--to")
-        raise typer.Exit(_backfill(cfg, job, only, first, last, rerun, parallel, dry_run))
+        raise typer.Exit(
+            _backfill(cfg, job, only, first, last, rerun, parallel, dry_run, local)
+        )
     if dry_run or rerun or parallel != 1:
         raise CronflowError("--dry-run, --rerun and --parallel need --from and --to", 2)
     moment = _now().replace(microsecond=0)
@@ -182,6 +199,7 @@ def run(
             [plan],
             max_parallel=cfg.daemon.max_parallel,
             observer=render.LiveOutput(prefix=len(plan.jobs) > 1),
+            local=local,
         )
     render.run_summary(outcome.runs)
     raise typer.Exit(outcome.exit_code)
@@ -196,6 +214,7 @@ def _backfill(
     rerun: bool,
     parallel: int,
     dry_run: bool,
+    local: bool,
 ) -> int:
     from cronflow import manual
 
@@ -222,6 +241,7 @@ def _backfill(
                 max_parallel=cfg.daemon.max_parallel,
                 flows_at_once=parallel,
                 on_flow_done=progress.flow_done,
+                local=local,
             )
         finally:
             progress.close()
@@ -391,10 +411,28 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
         "recent_failures": [r.to_json() for r in store.recent_failures(5)] if store else [],
         "paused": _paused_flows(cfg, views),
     }
+    if cfg is not None and cfg.executor.kind == "celery":  # never loads Celery otherwise
+        report |= _workers_report(cfg)
     if as_json:
         render.print_json(report)
     else:
         render.status_report(report, local_zone(), now)
+
+
+def _workers_report(cfg: "Config") -> dict[str, Any]:
+    """The `status` section on remote execution: the broker (masked) and the live workers.
+
+    `status` answers whatever the broker does: an unreachable one is a note, not an error.
+    """
+    from cronflow.remote import live_workers
+    from cronflow.units import mask_url, mask_urls
+
+    broker = cfg.executor.broker_url(os.environ)
+    report: dict[str, Any] = {"broker": mask_url(broker) if broker else None}
+    try:
+        return report | {"workers": live_workers(cfg), "workers_error": None}
+    except CronflowError as exc:
+        return report | {"workers": [], "workers_error": mask_urls(exc.message)}
 
 
 def _paused_flows(cfg: "Config | None", views: list[Any]) -> list[dict[str, str]]:
@@ -461,7 +499,68 @@ def prune(
     render.line(f"pruned {removed} runs older than {format_duration(keep)}")
 
 
-systemd_app = typer.Typer(help="Run the daemon under systemd.", no_args_is_help=True)
+@app.command()
+def worker(
+    queue: QueueOption = None,
+    concurrency: ConcurrencyOption = 1,
+    stop_timeout: Annotated[
+        str,
+        typer.Option(
+            "--stop-timeout", help="On SIGTERM, give running attempts this long, then stop them."
+        ),
+    ] = "60s",
+    hostname: Annotated[
+        str | None,
+        typer.Option(
+            "--hostname",
+            help="The name `workers`, `history` and `logs` show (default: this machine's).",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run a Celery worker that runs attempts sent to its queues (needs cronflow[celery])."""
+    from cronflow.units import parse_duration
+    from cronflow.worker import run_worker
+
+    seconds = _parse(parse_duration, stop_timeout, option="--stop-timeout")
+    run_worker(_Paths.config(config), _queues(queue), concurrency, seconds, hostname)
+
+
+@app.command()
+def workers(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Live workers: their queues, what each runs now, their last heartbeat."""
+    from cronflow.config import local_zone
+    from cronflow.remote import live_workers
+
+    cfg = _load(config)
+    if cfg.executor.kind != "celery":
+        raise CronflowError(f'no workers without [executor] kind = "celery" in {cfg.path}')
+    found = live_workers(cfg)
+    if as_json:
+        render.print_json(found)
+    else:
+        render.workers_table(found, local_zone(), _now())
+
+
+def _queues(given: list[str] | None) -> list[str]:
+    """--queue values (repeated, or a,b) in order, once each; "local" is not a worker's."""
+    from cronflow.config import LOCAL_QUEUE, QUEUE_RE
+
+    names = [q.strip() for value in given or ["default"] for q in value.split(",") if q.strip()]
+    for name in names:
+        if not QUEUE_RE.fullmatch(name):
+            raise CronflowError(
+                f"--queue: {name!r} is not a queue name (letters, digits, '_', '.' and '-', "
+                "starting with a letter or digit)",
+                2,
+            )
+        if name == LOCAL_QUEUE:
+            raise CronflowError("--queue: local means the daemon's own process, not a worker", 2)
+    return list(dict.fromkeys(names)) or ["default"]
+
+
+systemd_app = typer.Typer(help="Run the daemon or a worker under systemd.", no_args_is_help=True)
 app.add_typer(systemd_app, name="systemd")
 
 
@@ -470,30 +569,48 @@ def systemd_install(
     print_only: Annotated[
         bool, typer.Option("--print", help="Print the unit, write nothing.")
     ] = False,
+    worker: Annotated[
+        bool, typer.Option("--worker", help="The unit of `cronflow worker` instead.")
+    ] = False,
+    queue: QueueOption = None,
+    concurrency: ConcurrencyOption = 1,
     config: ConfigOption = None,
 ) -> None:
-    """Write the systemd user unit for `cronflow daemon` and say how to enable it."""
+    """Write the systemd user unit for `cronflow daemon` (or `worker`); say how to enable it."""
     from cronflow import systemd
 
+    if not worker and (queue or concurrency != 1):
+        raise CronflowError("--queue and --concurrency are for --worker", 2)
     path = _Paths.config(config)
+    executable = _this_cronflow()
+    if worker:
+        text = systemd.worker_unit_text(executable, str(path), _queues(queue), concurrency)
+        _install_unit(text, systemd.WORKER_UNIT_NAME, print_only)
+        return
     stop_timeout = 60.0
     with contextlib.suppress(CronflowError):  # a broken job file still gets a unit
         stop_timeout = _load(config).daemon.stop_timeout
-    executable = _this_cronflow()
     # The resolved state folder, so the daemon writes where this user's commands read,
     # whatever CRONFLOW_STATE_DIR or XDG_STATE_HOME say in this shell.
     text = systemd.unit_text(executable, str(path), str(_Paths.state_dir()), stop_timeout)
+    _install_unit(text, systemd.UNIT_NAME, print_only)
+
+
+def _install_unit(text: str, name: str, print_only: bool) -> None:
+    """Print the unit, or write it where systemd finds the user's units and say what next."""
+    from cronflow import systemd
+
     if print_only:
         render.line(text.rstrip("\n"))
         return
-    unit = systemd.unit_path(_xdg_config_home())
+    unit = systemd.unit_path(_xdg_config_home(), name)
     try:
         unit.parent.mkdir(parents=True, exist_ok=True)
         unit.write_text(text)
     except OSError as exc:
         raise CronflowError(f"{exc.filename or unit}: cannot write: {exc.strerror}") from None
     render.line(f"wrote {unit}")
-    render.line(systemd.install_hint())
+    render.line(systemd.install_hint(name.removesuffix(".service")))
 
 
 def _this_cronflow() -> str:

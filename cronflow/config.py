@@ -7,6 +7,7 @@ import functools
 import os
 import re
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -101,6 +102,10 @@ class ExecutorSettings:
     broker: str | None = None
     default_queue: str = LOCAL_QUEUE
     secret_file: str | None = None  # absolute
+
+    def broker_url(self, environ: Mapping[str, str]) -> str | None:
+        """The broker to use: $CRONFLOW_BROKER_URL overrides `broker` (SPEC §8). Unmasked."""
+        return environ.get("CRONFLOW_BROKER_URL") or self.broker
 
 
 @dataclass(frozen=True)

@@ -82,8 +82,12 @@ def run_plans(
     flows_at_once: int = 1,
     observer: Observer | None = None,
     on_flow_done: Callable[[list[RunRecord]], None] | None = None,
+    local: bool = False,
 ) -> Outcome:
-    """Run flow runs (at most `flows_at_once` together) in the foreground; Ctrl-C cancels."""
+    """Run flow runs (at most `flows_at_once` together) in the foreground; Ctrl-C cancels.
+
+    `local`: run every attempt in this process, whatever its job's queue (`run --local`).
+    """
     return asyncio.run(
         _run_plans(store, plans, max_parallel, flows_at_once, observer, on_flow_done)
     )

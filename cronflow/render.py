@@ -271,6 +271,17 @@ def history_table(runs: Sequence[Any], zone: tzinfo) -> None:
     table(columns, rows)
 
 
+def workers_table(workers: Sequence[dict[str, Any]], zone: tzinfo, now: datetime) -> None:
+    """`cronflow workers`: one row per live worker, what it runs now, its last heartbeat."""
+    rows = []
+    for w in workers:
+        running = ", ".join(f"{r['job']} (run {r['run_id']})" for r in w["running"]) or "-"
+        beat = datetime.fromisoformat(w["heartbeat"]) if w.get("heartbeat") else None
+        seen = f"{when(beat, zone)} ({relative(beat, now)})" if beat else "-"
+        rows.append([w["hostname"], ", ".join(w["queues"]), running, seen])
+    table(["HOSTNAME", "QUEUES", "RUNNING", "HEARTBEAT"], rows)
+
+
 def log_lines(lines: Sequence[Any], _zone: object = None) -> None:
     """Output lines of `cronflow logs`; on a terminal stderr lines are marked in red."""
     if not is_terminal():
@@ -289,6 +300,19 @@ def log_lines(lines: Sequence[Any], _zone: object = None) -> None:
             out.print(Text(line.text, style="yellow"))
         else:
             out.print(Text(line.text), soft_wrap=True)
+
+
+def _workers_section(report: dict[str, Any], zone: tzinfo) -> None:
+    """The workers of `status` (remote execution only); the broker URL comes masked."""
+    line(f"broker: {report['broker'] or 'not set (executor.broker or $CRONFLOW_BROKER_URL)'}")
+    if report["workers_error"]:
+        line(f"workers: unknown ({report['workers_error']})")
+        return
+    line(f"workers: {'none' if not report['workers'] else ''}".rstrip())
+    for w in report["workers"]:
+        beat = datetime.fromisoformat(w["heartbeat"]) if w.get("heartbeat") else None
+        jobs = ", ".join(r["job"] for r in w["running"]) or "idle"
+        line(f"  {w['hostname']}  queues {', '.join(w['queues'])}  {jobs}  seen {when(beat, zone)}")
 
 
 def status_report(report: dict[str, Any], zone: tzinfo, now: datetime) -> None:
@@ -318,6 +342,8 @@ def status_report(report: dict[str, Any], zone: tzinfo, now: datetime) -> None:
         held = (f"{p['flow']}" + (f" (by {p['job']})" if p["job"] != p["flow"] else "")
                 for p in report["paused"])  # fmt: skip
         line("paused flows: " + ", ".join(held))
+    if "workers" in report:
+        _workers_section(report, zone)
     line("next fires:" + ("" if report["next"] else " none"))
     for item in report["next"][:10]:
         moment = datetime.fromisoformat(item["next_fire"])

@@ -26,6 +26,7 @@ SIZE_HELP = 'a size like "512KiB", "1MiB", or a whole number of bytes'
 
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _PASSWORD_QUERY_RE = re.compile(r"([?&]password=)[^&#]*")
+_URL_IN_TEXT_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 
 MAX_DURATION = 100 * 365 * 86400  # a century: beyond it, dates leave what datetime can hold
 
@@ -149,3 +150,8 @@ def mask_url(url: str) -> str:
         if colon:
             url = f"{url[:start]}{user}:***{url[at:]}"
     return _PASSWORD_QUERY_RE.sub(r"\1***", url)
+
+
+def mask_urls(text: str) -> str:
+    """`text` (an error message, say) with every URL in it passed through `mask_url`."""
+    return _URL_IN_TEXT_RE.sub(lambda m: mask_url(m.group(0)), text)

@@ -19,6 +19,8 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in (
         "CRONFLOW_CONFIG",
         "CRONFLOW_STATE_DIR",
+        "CRONFLOW_BROKER_URL",
+        "CRONFLOW_WORKER_SECRET",
         "NOTIFY_SOCKET",
         "WATCHDOG_USEC",
         "JOURNAL_STREAM",

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import sys
+import types
 from pathlib import Path
 
 import pytest
+import typer
 
-from cronflow import cli, editing
+from cronflow import cli, editing, manual
 from cronflow.errors import CronflowError
 
 ORIGINAL = '[jobs.a]\ncommand = "true"\n'
@@ -60,3 +64,121 @@ def test_import_crontab_write_refuses_to_overwrite_a_concurrent_change(
     with pytest.raises(CronflowError, match="changed while cronflow was editing it"):
         cli.import_crontab(str(crontab), write=True, config=job_file)
     assert job_file.read_text() == THEIRS
+
+
+# --- remote execution: the commands around cronflow.remote, with a stand-in for it -----------
+
+CELERY = (
+    '[executor]\nkind = "celery"\nbroker = "redis://:s3cret@db1:6379/0"\n'
+    '[jobs.a]\ncommand = "true"\n'
+)
+WORKER = {
+    "hostname": "gpu1",
+    "queues": ["gpu", "default"],
+    "running": [
+        {"remote_id": "r-1", "job": "train", "run_id": 12, "attempt": 1,
+         "since": "2026-06-01T10:00:00+00:00"}
+    ],
+    "heartbeat": "2026-06-01T10:00:05+00:00",
+}  # fmt: skip
+
+
+def _fake_remote(monkeypatch: pytest.MonkeyPatch, live_workers: object) -> None:
+    module = types.ModuleType("cronflow.remote")
+    module.live_workers = live_workers  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cronflow.remote", module)
+
+
+def test_status_shows_workers_only_for_the_celery_executor(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fake_remote(monkeypatch, lambda cfg: [WORKER])
+    path = tmp_path / "jobs.toml"
+    path.write_text(CELERY)
+    cli.status(config=path, as_json=True)
+    report = json.loads(capsys.readouterr().out)
+    assert report["workers"] == [WORKER] and report["workers_error"] is None
+    assert report["broker"] == "redis://:***@db1:6379/0"
+    cli.status(config=path, as_json=False)
+    out = capsys.readouterr().out
+    assert "broker: redis://:***@db1:6379/0" in out and "gpu1  queues gpu, default  train" in out
+    path.write_text('[jobs.a]\ncommand = "true"\n')
+    cli.status(config=path, as_json=True)
+    assert "workers" not in json.loads(capsys.readouterr().out)
+
+
+def test_status_answers_when_the_broker_does_not(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def unreachable(cfg: object) -> list[dict]:
+        raise CronflowError("cannot reach redis://:s3cret@db1:6379/0: Connection refused")
+
+    _fake_remote(monkeypatch, unreachable)
+    monkeypatch.setenv("CRONFLOW_BROKER_URL", "rediss://u:envpw@db2/1")
+    path = tmp_path / "jobs.toml"
+    path.write_text(CELERY)
+    cli.status(config=path, as_json=True)
+    out = capsys.readouterr().out
+    report = json.loads(out)
+    assert report["workers"] == [] and report["broker"] == "rediss://u:***@db2/1"
+    assert report["workers_error"] == "cannot reach redis://:***@db1:6379/0: Connection refused"
+    cli.status(config=path, as_json=False)
+    out += capsys.readouterr().out
+    assert "s3cret" not in out and "envpw" not in out and "workers: unknown (" in out
+
+
+def test_workers_lists_live_workers_as_a_table_or_json(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fake_remote(monkeypatch, lambda cfg: [WORKER])
+    path = tmp_path / "jobs.toml"
+    path.write_text(CELERY)
+    cli.workers(config=path, as_json=True)
+    assert json.loads(capsys.readouterr().out) == [WORKER]
+    cli.workers(config=path, as_json=False)
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["HOSTNAME", "QUEUES", "RUNNING", "HEARTBEAT"]
+    assert row.startswith("gpu1") and "gpu, default" in row and "train (run 12)" in row
+    path.write_text('[jobs.a]\ncommand = "true"\n')
+    with pytest.raises(CronflowError, match='kind = "celery"') as info:
+        cli.workers(config=path, as_json=False)
+    assert info.value.exit_code == 1
+
+
+def test_worker_passes_its_options_to_run_worker(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls: list[tuple] = []
+    module = types.ModuleType("cronflow.worker")
+    module.run_worker = lambda *args: calls.append(args)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cronflow.worker", module)
+    path = tmp_path / "jobs.toml"
+    cli.worker(["gpu", "db,gpu"], 4, "2m", "box1", config=path)
+    cli.worker(None, 1, "60s", None, config=path)
+    assert calls == [
+        (path.absolute(), ["gpu", "db"], 4, 120.0, "box1"),
+        (path.absolute(), ["default"], 1, 60.0, None),
+    ]
+    with pytest.raises(CronflowError, match="--stop-timeout") as info:
+        cli.worker(None, 1, "soon", None, config=path)
+    assert info.value.exit_code == 2
+
+
+def test_run_local_reaches_run_plans(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[object] = []
+
+    def run_plans(store: object, plans: list, **options: object) -> manual.Outcome:
+        seen.append(options["local"])
+        return manual.Outcome([], None)
+
+    monkeypatch.setattr(manual, "run_plans", run_plans)
+    path = tmp_path / "jobs.toml"
+    path.write_text('[jobs.a]\ncommand = "true"\nschedule = "@daily"\n')
+    for local in (True, False):
+        with pytest.raises(typer.Exit):
+            cli.run("a", local=local, config=path)
+    with pytest.raises(typer.Exit):
+        cli.run("a", start="2026-01-01", end="2026-01-02", local=True, config=path)
+    assert seen == [True, False, True]

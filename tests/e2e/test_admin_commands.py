@@ -124,3 +124,28 @@ def test_list_and_status_say_which_job_holds_a_flow_paused(tmp_path: Path) -> No
     assert report["paused"] == [{"flow": "m", "job": "n"}]
     assert cronflow("resume", "m", "-c", str(config)).returncode == 0
     assert json.loads(cronflow("status", "--json", "-c", str(config)).stdout)["paused"] == []
+
+
+def test_systemd_worker_unit_print_and_install(tmp_path: Path) -> None:
+    config = tmp_path / "jobs.toml"
+    config.write_text('[executor]\nkind = "celery"\nbroker = "redis://:s3cret@db1:6379/0"\n')
+    args = ["systemd", "install", "--worker", "-c", str(config)]
+    printed = cronflow(*args, "--print", "--queue", "gpu,db", "-Q", "gpu", "--concurrency", "4")
+    assert printed.returncode == 0, printed.stderr
+    assert f"--config {config} worker --queue gpu --queue db --concurrency 4" in printed.stdout
+    assert "Type=simple" in printed.stdout and "TimeoutStopSec=90s" in printed.stdout
+    assert "s3cret" not in printed.stdout
+    result = cronflow(*args)
+    unit = tmp_path / "config" / "systemd" / "user" / "cronflow-worker.service"
+    assert result.stdout.startswith(f"wrote {unit}")
+    assert "systemctl --user enable --now cronflow-worker" in result.stdout
+    assert "--queue default --concurrency 1" in unit.read_text()
+    assert not (unit.parent / "cronflow.service").exists()
+    for bad, message in [
+        (["--queue", "gpu"], "--queue and --concurrency are for --worker"),
+        (["--worker", "--queue", "local"], "local means the daemon's own process"),
+        (["--worker", "--queue", "a b"], "'a b' is not a queue name"),
+    ]:
+        refused = cronflow("systemd", "install", "--print", *bad, "-c", str(config))
+        assert refused.returncode == 2 and message in refused.stderr, (bad, refused.stderr)
+    assert cronflow(*args, "--concurrency", "0").returncode == 2
