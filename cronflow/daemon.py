@@ -12,13 +12,14 @@ import contextlib
 import logging
 import os
 import signal
+import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cronflow import processes, timing
 from cronflow.clock import Clock
@@ -110,6 +111,7 @@ class Daemon:
         self.store.defer_checkpoints()
         self._reload(first=True)
         self._store_step("recording the daemon's start", self._record_start)
+        await self._connect_workers()  # before recovery: remote attempts are followed again
         self._store_step("recovering unfinished runs", self._recover)
         self._store_step("firing @reboot jobs", self._fire_reboot)
         self.notifier.ready(self._summary())
@@ -117,6 +119,7 @@ class Daemon:
         next_ping = self.clock.monotonic()
         while not self.stopping.is_set():
             self._wake_up()
+            await self._connect_workers()
             if watchdog and self.clock.monotonic() >= next_ping:
                 self.notifier.watchdog()
                 next_ping = self.clock.monotonic() + watchdog
@@ -186,6 +189,8 @@ class Daemon:
             self.store.delete_state("daemon:pid")
 
         self._store_step("recording the daemon's stop", persist)
+        if self.engine is not None and self.engine.remote is not None:
+            await self.engine.remote.close()
         log.info("stopped")
 
     # --- configuration ---------------------------------------------------------------------
@@ -379,8 +384,6 @@ class Daemon:
         assert self.config is not None and self.engine is not None
         jobs = jobs or tuple(j for j in flow.jobs if self.config.jobs[j].enabled)
         plan = FlowRun(self.config, flow.name, jobs, logical_time, trigger, spent or {})
-        state = self.flows[flow.name]
-        state.active += 1
         delay = timing.jitter_delay(self._root(flow).jitter) if trigger == "schedule" else 0.0
         log.info(
             "fire %s at %s (%s)%s",
@@ -389,7 +392,13 @@ class Daemon:
             trigger,
             f" after {delay:.1f}s jitter" if delay else "",
         )
-        task = asyncio.create_task(self._execute(plan, delay))
+        self._launch(flow, plan, self._execute(plan, delay))
+
+    def _launch(self, flow: Flow, plan: FlowRun, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` (a flow run of `flow`) as a task the daemon keeps count of."""
+        state = self.flows[flow.name]
+        state.active += 1
+        task = asyncio.create_task(work)
         self.tasks.add(task)
 
         def finished(t: asyncio.Task[None]) -> None:
@@ -466,6 +475,7 @@ class Daemon:
         stopped first, so a job never has two live attempts for one logical time; then each
         lost job is retried while its retry budget for that logical time lasts."""
         dead = [u for u in self.store.unfinished_runs() if not _owner_alive(u)]
+        dead = self._follow_remote(dead)
         if dead:
             notes = self._stop_leftovers(dead)
             lost = self.store.mark_lost(notes, self.clock.now())
@@ -473,6 +483,61 @@ class Daemon:
                 log.warning("run %d of %s was left unfinished: marked lost", run.run_id, run.job)
             self._retry_lost(lost)
         self.recovered = True
+
+    async def _connect_workers(self) -> None:
+        """Connect to the broker once the job file asks for workers (`[executor] kind`)."""
+        assert self.engine is not None
+        if self.config is None or self.config.executor.kind != "celery" or self.engine.remote:
+            return
+        try:
+            from cronflow.remote import RemoteExecutor, Settings
+
+            settings = Settings.from_config(self.config)
+            token = self.store.get_state("remote:token") or uuid.uuid4().hex
+            self.store.set_state("remote:token", token)
+        except CronflowError as exc:
+            if exc.message != self.engine.remote_problem:
+                log.error("remote execution unavailable: %s", exc.message)
+            self.engine.remote_problem = exc.message
+            return
+        self.engine.remote = RemoteExecutor(settings, token, self.clock)
+        self.engine.remote_problem = None
+        self.recovered = False  # remote attempts of a dead daemon can be followed now
+        log.info("remote execution through %s", settings.shown)
+
+    def _follow_remote(self, dead: list[Unfinished]) -> list[Unfinished]:
+        """Flow runs of a dead daemon with attempts on workers are followed to their end, with
+        their jobs still queued; returns the rest, which become `lost`."""
+        remote = self.engine.remote if self.engine else None
+        if remote is None or self.config is None:
+            return dead
+        on_workers = {u.run.flow_run_id for u in dead if u.remote}
+        for flow_run_id in on_workers:
+            runs = [u for u in dead if u.run.flow_run_id == flow_run_id]
+            ours = [u for u in runs if u.remote or u.run.attempts == 0]
+            if not all(u.run.job in self.config.jobs for u in ours):
+                continue  # its jobs left the file: nothing to go on with
+            attach = {u.run.job: u.remote[-1] for u in ours if u.remote}
+            for _, remote_id in attach.values():
+                remote.expect(remote_id)  # its events are kept from now on
+            self.store.adopt_runs([u.run.run_id for u in ours])
+            self._resume(ours, attach)
+            dead = [u for u in dead if u not in ours]
+        if remote.reader is None:
+            asyncio.get_running_loop().create_task(remote.start())
+        return dead
+
+    def _resume(self, runs: list[Unfinished], attach: dict[str, tuple[int, str]]) -> None:
+        """Go on with the unfinished runs of one flow run, following its remote attempts."""
+        assert self.config is not None and self.engine is not None
+        first = runs[0].run
+        flow = self.config.flow_of(first.job)
+        run_ids = {u.run.job: u.run.run_id for u in runs}
+        jobs = tuple(j for j in flow.jobs if j in run_ids)
+        plan = FlowRun(self.config, flow.name, jobs, first.logical_time, first.trigger,
+                       {}, attach)  # fmt: skip
+        log.info("following %s again (run %s on a worker)", ", ".join(attach), first.run_id)
+        self._launch(flow, plan, self.engine.execute_created(plan, first.flow_run_id, run_ids))
 
     def _stop_leftovers(self, dead: list[Unfinished]) -> dict[int, str]:
         """Stop what the runs of a dead cronflow still run (TERM, `kill_grace`, KILL); returns

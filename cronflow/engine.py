@@ -22,6 +22,7 @@ from cronflow.runner import AttemptResult, Command, run_attempt
 if TYPE_CHECKING:
     from cronflow.config import Config, Job
     from cronflow.records import RunRecord
+    from cronflow.remote import RemoteExecutor
     from cronflow.store import Store
 
 HOOK_TIMEOUT = 60.0
@@ -60,6 +61,9 @@ class FlowRun:
     # Attempts a job already used at this logical time in a run that was lost: a recovery
     # continues that run's retry budget and attempt numbers, it does not start afresh.
     spent: Mapping[str, int] = field(default_factory=dict)
+    # Remote attempts a previous daemon sent and a worker still runs: (attempt, remote id) per
+    # job. The run follows them to their end instead of starting them again.
+    attach: Mapping[str, tuple[int, str]] = field(default_factory=dict)
 
 
 class Engine:
@@ -76,6 +80,7 @@ class Engine:
         drain: asyncio.Event | None = None,
         run: RunAttempt = run_attempt,
         base_env: dict[str, str] | None = None,
+        remote: RemoteExecutor | None = None,
     ) -> None:
         self.store = store
         self.clock = clock or Clock()
@@ -89,6 +94,10 @@ class Engine:
         self.unrecorded: dict[int, dict[str, Any]] = {}
         self._run = run
         self._base_env = dict(os.environ if base_env is None else base_env)
+        # Attempts of jobs whose queue is not "local" go to workers through it.
+        self.remote = remote
+        self.remote_problem: str | None = None  # why `remote` is missing, when it should not be
+        self.force_local = False  # `cronflow run --local`: every attempt runs here
 
     def create(self, plan: FlowRun, note: str | None = None) -> tuple[int, dict[str, int]]:
         """Record the flow run and one `queued` run per job; returns their ids."""
@@ -186,11 +195,14 @@ class Engine:
         self.record_end(run_id, status=status, finished_at=now, exit_code=exit_code, note=note)
         self.observer.status(job, run_id, status, note or "")
 
-    def environment(self, job: Job, plan: FlowRun, run_id: int, attempt: int) -> dict[str, str]:
-        """The daemon's environment, then `env`, then the CRONFLOW_* variables (SPEC §5)."""
+    def environment(
+        self, job: Job, plan: FlowRun, run_id: int, attempt: int, here: bool = True
+    ) -> dict[str, str]:
+        """The daemon's environment (for an attempt that runs here), then `env`, then the
+        CRONFLOW_* variables (SPEC §5). A worker lays it over its own environment."""
         logical = plan.logical_time.astimezone(job.timezone)
         return {
-            **self._base_env,
+            **(self._base_env if here else {}),
             **job.env,
             "CRONFLOW_JOB": job.name,
             "CRONFLOW_RUN_ID": str(run_id),
@@ -224,21 +236,28 @@ class _JobRun:
         self.store = engine.store
         self.cpu = 0.0
         self.rss = 0
+        self.host: str | None = None  # where the last attempt ran, when not here
 
     async def run(self) -> str:
         job, engine = self.job, self.engine
         first_start: datetime | None = None
         result: AttemptResult | None = None
         attempts = self.plan.spent.get(job.name, 0)  # the budget spans lost-run recoveries
-        while not engine.halting:
-            slots = engine.slots  # a reload may replace it; the slot goes back where it came from
-            if not await _acquire_unless(slots, engine.stop, engine.drain):
-                break
-            try:
-                attempts += 1
-                result = await self._attempt(attempts)
-            finally:
-                slots.release()
+        attached = self.plan.attach.get(job.name)
+        while attached or not engine.halting:
+            if attached:  # a worker runs it still: follow it to its end, then go on as usual
+                attempts, remote_id = attached
+                attached = None
+                result = await self._follow(attempts, remote_id)
+            else:
+                slots = engine.slots  # a reload may replace it: the slot goes back to its own
+                if not await _acquire_unless(slots, engine.stop, engine.drain):
+                    break
+                try:
+                    attempts += 1
+                    result = await self._attempt(attempts)
+                finally:
+                    slots.release()
             first_start = first_start or result.started_at
             if result.status in ("success", "canceled") or attempts > job.retries:
                 break
@@ -288,24 +307,83 @@ class _JobRun:
     async def _attempt(self, attempt: int) -> AttemptResult:
         engine, job = self.engine, self.job
         engine.observer.status(job.name, self.run_id, "running", f"attempt {attempt}")
+        queue = "local" if engine.force_local else self.plan.config.queue_of(job.name)
+        here = queue == "local"
+        if not here and engine.remote is None:
+            now = engine.clock.now()
+            problem = engine.remote_problem or "remote execution is not set up"
+            return AttemptResult("failed", None, now, now, None, None, b"", problem)
         command = Command(
             argv=job.argv(),
-            env=engine.environment(job, self.plan, self.run_id, attempt),
+            env=engine.environment(job, self.plan, self.run_id, attempt, here=here),
             cwd=job.workdir,
             timeout=job.timeout,
             kill_grace=job.kill_grace,
             max_log_bytes=job.max_log_bytes,
             marker=marker(job, self.run_id, self.plan.logical_time, attempt),
         )
+        with _OutputWriter(engine, job.name, self.run_id, attempt) as sink:
+            if here:
+                result = await engine._run(
+                    command, sink.add, engine.stop, engine.clock, on_start=self._started(attempt)
+                )
+            else:
+                result = await self._send(command, queue, attempt, sink)
+        return await self._ended(attempt, result)
 
+    def _started(self, attempt: int) -> Callable[[int | None, int | None], None]:
         def started(pgid: int | None, pgid_start: int | None) -> None:
             # Recorded with its process group: a daemon starting after a crash finds it.
-            self.store.start_attempt(self.run_id, attempt, engine.clock.now(), pgid, pgid_start)
-
-        with _OutputWriter(engine, job.name, self.run_id, attempt) as sink:
-            result = await engine._run(
-                command, sink.add, engine.stop, engine.clock, on_start=started
+            self.store.start_attempt(
+                self.run_id, attempt, self.engine.clock.now(), pgid, pgid_start
             )
+
+        return started
+
+    async def _send(
+        self, command: Command, queue: str, attempt: int, sink: _OutputWriter
+    ) -> AttemptResult:
+        """The attempt on a worker of `queue`: `queued` until one takes it."""
+        assert self.engine.remote is not None
+        return await self.engine.remote.run(
+            command,
+            sink.add,
+            self.engine.stop,
+            queue=queue,
+            queue_timeout=self.job.queue_timeout,
+            about={"job": self.job.name, "run_id": self.run_id, "attempt": attempt},
+            on_sent=lambda remote_id: self.store.queue_remote_attempt(
+                self.run_id, attempt, self.engine.clock.now(), remote_id, queue
+            ),
+            on_start=self._remote_started(attempt),
+            flush=sink.flush,
+        )
+
+    def _remote_started(self, attempt: int) -> Callable[[str, int | None, int | None], None]:
+        def started(host: str, pgid: int | None, pgid_start: int | None) -> None:
+            self.store.attempt_started_remote(
+                self.run_id, attempt, self.engine.clock.now(), host, pgid, pgid_start
+            )
+            self.engine.observer.status(self.job.name, self.run_id, "running", f"on {host}")
+
+        return started
+
+    async def _follow(self, attempt: int, remote_id: str) -> AttemptResult:
+        """An attempt a previous daemon sent: follow it to its end (see FlowRun.attach)."""
+        assert self.engine.remote is not None
+        with _OutputWriter(self.engine, self.job.name, self.run_id, attempt) as sink:
+            result = await self.engine.remote.attach(
+                remote_id,
+                self.job.kill_grace,
+                sink.add,
+                self.engine.stop,
+                flush=sink.flush,
+                on_start=self._remote_started(attempt),
+                stored=self.store.output_count(self.run_id, attempt),
+            )
+        return await self._ended(attempt, result)
+
+    async def _ended(self, attempt: int, result: AttemptResult) -> AttemptResult:
         self.store.finish_attempt(
             self.run_id,
             attempt,
@@ -315,8 +393,11 @@ class _JobRun:
             cpu_seconds=result.cpu_seconds,
             max_rss_kb=result.max_rss_kb,
         )
+        if result.settle is not None:  # the store has it: the broker may forget it now
+            await result.settle()
         self.cpu += result.cpu_seconds or 0.0
         self.rss = max(self.rss, result.max_rss_kb or 0)
+        self.host = result.host or self.host
         return result
 
     async def _hook(
@@ -342,6 +423,7 @@ class _JobRun:
             CRONFLOW_EXIT_CODE="" if result.exit_code is None else str(result.exit_code),
             CRONFLOW_DURATION=f"{(result.finished_at - result.started_at).total_seconds():.3f}",
             CRONFLOW_LOG_TAIL=result.tail.decode("utf-8", "replace"),
+            CRONFLOW_HOST=result.host or _this_host(),
         )
         hook_id = self.store.start_hook(self.run_id, attempt, hook, engine.clock.now())
         command = Command(
@@ -431,6 +513,12 @@ async def _acquire_unless(slots: asyncio.Semaphore, *events: asyncio.Event) -> b
     else:
         take.cancel()  # the semaphore passes a slot it was about to give on to the next
     return False
+
+
+def _this_host() -> str:
+    import socket
+
+    return socket.gethostname()
 
 
 def _why_not(decision: str, after: Sequence[str]) -> str:

@@ -17,6 +17,7 @@ from cronflow.runner import adopt_descendants
 if TYPE_CHECKING:
     from cronflow.config import Config
     from cronflow.records import RunRecord
+    from cronflow.remote import RemoteExecutor
     from cronflow.store import Store
 
 MAX_BACKFILL = 100_000
@@ -85,11 +86,9 @@ def run_plans(
     local: bool = False,
 ) -> Outcome:
     """Run flow runs (at most `flows_at_once` together) in the foreground; Ctrl-C cancels.
-
-    `local`: run every attempt in this process, whatever its job's queue (`run --local`).
-    """
+    Jobs with a remote queue go to workers, as under the daemon, unless `local`."""
     return asyncio.run(
-        _run_plans(store, plans, max_parallel, flows_at_once, observer, on_flow_done)
+        _run_plans(store, plans, max_parallel, flows_at_once, observer, on_flow_done, local)
     )
 
 
@@ -100,6 +99,7 @@ async def _run_plans(
     flows_at_once: int,
     observer: Observer | None,
     on_flow_done: Callable[[list[RunRecord]], None] | None,
+    local: bool = False,
 ) -> Outcome:
     stop = asyncio.Event()
     received: list[int] = []
@@ -113,6 +113,10 @@ async def _run_plans(
         loop.add_signal_handler(signum, on_signal, signum)
     adopt_descendants(loop)
     engine = Engine(store, max_parallel=max_parallel, observer=observer, stop=stop)
+    engine.force_local = local
+    remote_jobs = {j for p in plans for j in p.jobs if p.config.queue_of(j) != "local"}
+    if remote_jobs and not local:  # a broker is needed only for jobs that go to workers
+        engine.remote = await _remote(plans[0].config)
     gate = asyncio.Semaphore(flows_at_once)
     results: list[RunRecord] = []
 
@@ -131,4 +135,18 @@ async def _run_plans(
     finally:
         for signum in (*STOP_SIGNALS, signal.SIGCHLD):
             loop.remove_signal_handler(signum)
+        if engine.remote is not None:
+            await engine.remote.close(forget=True)
     return Outcome(sorted(results, key=lambda r: r.run_id), received[0] if received else None)
+
+
+async def _remote(config: Config) -> RemoteExecutor:
+    """A broker connection of this `cronflow run` alone: its own event stream."""
+    import uuid
+
+    from cronflow.clock import Clock
+    from cronflow.remote import RemoteExecutor, Settings
+
+    executor = RemoteExecutor(Settings.from_config(config), f"run-{uuid.uuid4().hex}", Clock())
+    await executor.start()
+    return executor

@@ -25,8 +25,8 @@ import os
 import resource
 import signal
 import subprocess
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from cronflow import processes
@@ -85,6 +85,9 @@ class AttemptResult:
     max_rss_kb: int | None
     tail: bytes
     error: str | None = None
+    host: str | None = None  # the worker's, for an attempt that ran elsewhere
+    #: For a remote attempt: acknowledge its end to the broker, once the store has it.
+    settle: Callable[[], Awaitable[None]] | None = field(default=None, compare=False)
 
 
 async def run_attempt(

@@ -539,18 +539,57 @@ class Store:
             )
 
     @_user_errors
-    def attempt_started_remote(
-        self, run_id: int, number: int, host: str, pgid: int, pgid_start: int | None
+    def queue_remote_attempt(
+        self, run_id: int, number: int, at: datetime, remote_id: str, queue: str
     ) -> None:
-        """A worker reports that it started attempt `number`: where, and its process group."""
+        """Attempt `number` is sent to the workers of `queue` as message `remote_id`: it (and
+        its run) stay `queued` until a worker takes it. Recorded before it leaves, so a daemon
+        that dies meanwhile can follow it again."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO attempts (run_id, number, started_at, status, remote_id)"
+                " VALUES (?, ?, ?, 'queued', ?)",
+                (run_id, number, _to_us(at), remote_id),
+            )
+            db.execute(
+                "UPDATE runs SET attempts = max(attempts, ?), note = ? WHERE id = ?",
+                (number, f"queued for {queue}: no worker has taken it yet", run_id),
+            )
+
+    @_user_errors
+    def attempt_started_remote(
+        self,
+        run_id: int,
+        number: int,
+        at: datetime,
+        host: str,
+        pgid: int | None,
+        pgid_start: int | None,
+    ) -> None:
+        """A worker took attempt `number`: where, its process group, and since when."""
         with self._write() as db:
             cursor = db.execute(
-                "UPDATE attempts SET host = ?, pgid = ?, pgid_start = ?"
-                " WHERE run_id = ? AND number = ?",
-                (host, pgid, pgid_start, run_id, number),
+                "UPDATE attempts SET status = 'running', started_at = ?, host = ?, pgid = ?,"
+                " pgid_start = ? WHERE run_id = ? AND number = ?",
+                (_to_us(at), host, pgid, pgid_start, run_id, number),
+            )
+            db.execute(
+                "UPDATE runs SET status = 'running', note = NULL,"
+                " started_at = coalesce(started_at, ?) WHERE id = ?",
+                (_to_us(at), run_id),
             )
         if cursor.rowcount != 1:
             raise KeyError(f"no attempt {number} of run {run_id}")
+
+    @_user_errors
+    def adopt_runs(self, run_ids: Sequence[int]) -> None:
+        """This process drives `run_ids` from now on (a daemon following a dead one's runs)."""
+        me = processes.me()
+        with self._write() as db:
+            db.executemany(
+                "UPDATE runs SET pid = ?, pid_start = ?, boot_id = ? WHERE id = ?",
+                [(me.pid, me.start, me.boot, run_id) for run_id in run_ids],
+            )
 
     @_user_errors
     def finish_attempt(
@@ -914,6 +953,15 @@ class Store:
             (run_id,),
         )
         return [HookRecord(*r[:4], _from_us(r[4]), _from_us(r[5]), r[6]) for r in rows]
+
+    @_user_errors
+    def output_count(self, run_id: int, attempt: int) -> int:
+        """How many output chunks attempt `attempt` of a run has (hooks' output aside)."""
+        row = self.conn.execute(
+            "SELECT count(*) FROM output WHERE run_id = ? AND attempt = ? AND hook_id IS NULL",
+            (run_id, attempt),
+        ).fetchone()
+        return int(row[0])
 
     @_user_errors
     def output(

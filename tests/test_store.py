@@ -384,7 +384,7 @@ def test_remote_attempts_record_their_host_and_remote_id(store: Store) -> None:
     assert store.get_run(run_id).host is None
     assert store.unfinished_runs()[0].remote == ((1, "r-1"),)
     assert store.unfinished_runs()[0].groups == ()
-    store.attempt_started_remote(run_id, 1, "gpu1", 4242, 777)
+    store.attempt_started_remote(run_id, 1, at(1), "gpu1", 4242, 777)
     first = store.attempts(run_id)[0]
     assert (first.host, first.remote_id) == ("gpu1", "r-1")
     assert store.unfinished_runs()[0].groups == ((4242, 777),)
@@ -403,7 +403,7 @@ def test_remote_attempts_record_their_host_and_remote_id(store: Store) -> None:
         local, 1, at(4), None, "running", None, None, None
     )
     with pytest.raises(KeyError):
-        store.attempt_started_remote(run_id, 9, "gpu1", 1, None)
+        store.attempt_started_remote(run_id, 9, at(1), "gpu1", 1, None)
 
 
 def test_succeeded_logical_times(store: Store) -> None:

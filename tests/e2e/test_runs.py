@@ -309,7 +309,7 @@ def test_history_and_logs_name_the_host_of_a_remote_attempt(tmp_path: Path) -> N
     with Store(tmp_path / "state" / "cronflow" / "cronflow.db") as store:
         _, ids = store.create_flow_run("a", now, "manual", ["a"])
         store.start_attempt(ids["a"], 1, now, remote_id="r-1")
-        store.attempt_started_remote(ids["a"], 1, "gpu1", 4242, None)
+        store.attempt_started_remote(ids["a"], 1, now, "gpu1", 4242, None)
         store.add_output(ids["a"], 1, "out", now, b"there\n")
         store.finish_attempt(
             ids["a"], 1, finished_at=now, status="success", exit_code=0, cpu_seconds=0.0,
