@@ -25,7 +25,7 @@ from cronflow import processes, timing
 from cronflow.clock import Clock
 from cronflow.config import Config, Flow, Job, load_config
 from cronflow.engine import Engine, FlowRun, marker
-from cronflow.errors import ConfigError, CronflowError
+from cronflow.errors import ConfigError, CronflowError, Detached
 from cronflow.lock import Lock
 from cronflow.runner import adopt_descendants
 from cronflow.systemd import Notifier
@@ -181,6 +181,8 @@ class Daemon:
             if pending:
                 log.info("stop timeout reached: canceling %d flow runs", len(pending))
                 assert self.engine is not None
+                if self.engine.remote is not None:
+                    self.engine.remote.detach = True  # workers go on; the next daemon follows
                 self.engine.stop.set()
                 await asyncio.wait(pending)
 
@@ -426,10 +428,18 @@ class Daemon:
         if self.stopping.is_set():  # stopped during the jitter delay: fire nothing new
             self.engine.cancel(plan, run_ids, "the daemon stopped before the run started")
             return
+        await self._run_created(plan, flow_run_id, run_ids)
+
+    async def _run_created(self, plan: FlowRun, flow_run_id: int, run_ids: dict[str, int]) -> None:
+        """Run a recorded flow run to its end, and log how it ended."""
+        assert self.engine is not None
         try:
             runs = await self.engine.execute_created(plan, flow_run_id, run_ids)
         except CronflowError as exc:
             log.error("flow %s: %s", plan.flow, exc.message)
+            return
+        except Detached:
+            log.info("left flow %s to the next daemon: a worker still runs it", plan.flow)
             return
         failed = [r.job for r in runs if r.status not in ("success", "skipped")]
         log.info(
@@ -537,7 +547,7 @@ class Daemon:
         plan = FlowRun(self.config, flow.name, jobs, first.logical_time, first.trigger,
                        {}, attach)  # fmt: skip
         log.info("following %s again (run %s on a worker)", ", ".join(attach), first.run_id)
-        self._launch(flow, plan, self.engine.execute_created(plan, first.flow_run_id, run_ids))
+        self._launch(flow, plan, self._run_created(plan, first.flow_run_id, run_ids))
 
     def _stop_leftovers(self, dead: list[Unfinished]) -> dict[int, str]:
         """Stop what the runs of a dead cronflow still run (TERM, `kill_grace`, KILL); returns

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cronflow import flows
 from cronflow.clock import Clock
-from cronflow.errors import CronflowError
+from cronflow.errors import CronflowError, Detached
 from cronflow.runner import AttemptResult, Command, run_attempt
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ FLUSH_SECONDS = 0.05  # output reaches the database (and `logs -f`) this often
 FLUSH_ROWS = 500
 
 RunAttempt = Callable[..., Awaitable[AttemptResult]]
+DETACHED = "detached"  # not a status: a job left unfinished to the next daemon (see Detached)
 
 
 class Observer(Protocol):
@@ -155,6 +156,9 @@ class Engine:
         status = "canceled"
         try:
             upstream = [await done[up] for up in job.after if up in done]
+            if DETACHED in upstream:  # left to the next daemon with the job it waits for
+                status = DETACHED
+                raise Detached(name)
             # Upstreams outside this run count as satisfied, whatever run_if asks for.
             decision = flows.decide(job.run_if, upstream) if upstream else "run"
             if self.halting:
@@ -165,6 +169,9 @@ class Engine:
                 self._finish(run_id, name, status, None, note=_why_not(decision, job.after))
             else:
                 status = await self._job_run(_JobRun(self, plan, job, run_id))
+        except Detached:
+            status = DETACHED
+            raise
         finally:
             done[name].set_result(status)
 

@@ -34,3 +34,8 @@ class ConfigError(CronflowError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems), exit_code=2)
+
+
+class Detached(BaseException):
+    """A stopping daemon leaves a remote attempt running to the daemon that starts next, which
+    follows it to its end. A BaseException, so that no `except Exception` records it as failed."""

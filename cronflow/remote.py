@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cronflow.errors import CronflowError
+from cronflow.errors import CronflowError, Detached
 from cronflow.units import format_duration, mask_url
 
 if TYPE_CHECKING:
@@ -251,6 +251,9 @@ class RemoteExecutor:
         self.reader: asyncio.Task[None] | None = None
         self.last_contact = time.monotonic()
         self._complaint = 0.0  # when the broker's trouble was last logged
+        # A stopping daemon leaves attempts that workers run to its successor (a restart or an
+        # upgrade kills nothing), instead of cancelling them.
+        self.detach = False
 
     async def start(self) -> None:
         self.reader = asyncio.create_task(self._read_events(), name="remote events")
@@ -447,6 +450,8 @@ class _Follower:
         """Until a worker takes it (or `queue_timeout`), then until it ends."""
         while not self.started:
             if stop is not None and stop.is_set():
+                if self.executor.detach:
+                    raise Detached(self.remote_id)
                 await self.executor.cancel(self.remote_id)
                 return self.executor._failed("canceled before a worker took it", "canceled")
             if time.time() > start_by:
@@ -466,6 +471,8 @@ class _Follower:
         """While the worker runs it: events, lease checks, cancels."""
         while True:
             if stop is not None and stop.is_set() and self.canceled_at is None:
+                if self.executor.detach:
+                    raise Detached(self.remote_id)
                 await self.executor.cancel(self.remote_id)
                 self.canceled_at = time.monotonic()
             if self.canceled_at is not None and (
@@ -483,6 +490,7 @@ class _Follower:
                 if result is not None:
                     return result
                 await self._drain_pending()
+                await self.executor.cancel(self.remote_id)  # a late worker must not take it
                 return self.executor._failed(lost, "lost")
 
     async def _next(self, stop: asyncio.Event | None, timeout: float) -> AttemptResult | None:

@@ -338,3 +338,37 @@ def test_without_the_celery_extra_a_remote_job_file_is_one_line(tmp_path: Path) 
         "error: remote execution needs the Celery extra (celery is missing):"
         " pip install 'cronflow[celery]'"
     ]
+
+
+def test_a_daemon_stopped_with_sigterm_leaves_remote_attempts_to_the_next_one(
+    daemons, cluster: Cluster
+) -> None:
+    cluster.worker("w-u", "q")
+    started = cluster.tmp_path / "started"
+    toml = job_file(
+        cluster,
+        f"""
+[daemon]
+stop_timeout = "1s"
+[jobs.remote]
+schedule = "@reboot"
+queue = "q"
+command = "echo $$ > {started}; sleep 5; echo finished"
+[jobs.after]
+after = ["remote"]
+command = "echo after"
+""",
+    ).read_text()
+    d = launch(daemons, cluster.tmp_path, toml, env=cluster.env)
+    wait_until(lambda: started.exists() and started.read_text().strip(), timeout=30)
+    job = int(started.read_text())
+    assert d.stop(signal.SIGTERM) == 0  # an upgrade: systemctl restart
+    assert alive(job)  # the worker goes on
+    d2 = launch(daemons, cluster.tmp_path, toml, env=cluster.env)
+    wait_until(
+        lambda: sorted((r["job"], r["status"]) for r in history(cluster, d2.config))
+        == [("after", "success"), ("remote", "success")],
+        timeout=60,
+        what="the remote run and the job after it to succeed once",
+    )
+    assert d2.stop() == 0
