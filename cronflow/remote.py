@@ -279,28 +279,28 @@ class RemoteExecutor:
     # -- events
 
     async def _read_events(self) -> None:
+        """Deliver the stream's events to the attempts waiting for them: first those delivered
+        before but never acknowledged (a previous daemon's, or from before a reconnect), then
+        new ones as they come."""
         ready = False
-        pending_first = True
+        pending_from: str | None = "0"  # None: reading new events
         while True:
             try:
                 if not ready:
                     await self._ensure_group()
                     ready = True
-                start = "0" if pending_first else ">"
                 found = await self.redis.xreadgroup(
-                    GROUP, "daemon", {self.stream: start}, count=500, block=1000
+                    GROUP, "daemon", {self.stream: pending_from or ">"}, count=500, block=1000
                 )
                 self.last_contact = time.monotonic()
                 entries = found[0][1] if found else []
-                if pending_first and not entries:
-                    pending_first = False
                 for entry_id, fields in entries:
                     await self._dispatch(_text(entry_id), fields)
-                if pending_first and entries and len(entries) < 500:
-                    pending_first = False
+                if pending_from is not None:
+                    pending_from = _text(entries[-1][0]) if entries else None
             except (redis.RedisError, OSError) as exc:
                 ready = False
-                pending_first = True  # what was delivered but not acknowledged comes again
+                pending_from = "0"  # what was delivered but not acknowledged comes again
                 self._complain("unreachable", exc)
                 await asyncio.sleep(1.0)
 
@@ -312,8 +312,11 @@ class RemoteExecutor:
                 raise
 
     async def _dispatch(self, entry_id: str, fields: dict[Any, Any]) -> None:
-        event = json.loads(_text(fields[b"e"] if b"e" in fields else fields["e"]))
-        handle = self.handles.get(event.get("id", ""))
+        try:
+            event = json.loads(_text(fields.get(b"e") or fields.get("e")))
+            handle = self.handles.get(event["id"]) if isinstance(event, dict) else None
+        except (ValueError, KeyError, TypeError):  # not ours: nothing to wait for
+            handle = None
         if handle is None:  # an attempt nobody waits for any more (recorded lost): drop it
             await self.ack(entry_id)
             return
