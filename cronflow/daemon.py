@@ -647,7 +647,7 @@ def _leftovers(run: Unfinished, job: Job | None) -> list[int]:
         return []
     marks = () if job is None else marker(job, run.run.run_id, run.run.logical_time, None)
     found = {pid for pgid, start in run.groups for pid in processes.leftovers(pgid, start, marks)}
-    if not run.groups and run.run.status == "running":  # died between spawn and its record
+    if not run.groups:  # it may have died between a spawn and its record
         found.update(processes.carrying(marks, since=run.owner_start))
     return sorted(found)
 
