@@ -424,6 +424,52 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
         render.status_report(report, local_zone(), now)
 
 
+@app.command()
+def why(
+    job: Annotated[str, typer.Argument(help="The job to explain.")],
+    at: Annotated[
+        str | None, typer.Option("--at", help="The fire time (default: its latest due fire).")
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Why JOB ran, did not run, or will run at a time, in sentences."""
+    from cronflow import explain
+    from cronflow.lock import running_daemon_pid
+    from cronflow.units import parse_time
+
+    cfg = _load(config)
+    zone = cfg.flow_of(cfg.job(job).name).timezone
+    now = _now()
+    moment = explain.latest_due(cfg, job, now) if at is None else \
+        _parse(parse_time, at, zone, option="--at")  # fmt: skip
+    running = running_daemon_pid(_Paths.state_dir() / "cronflow.lock") is not None
+    store = _open_store_if_exists(readonly=True)
+    reasons = explain.explain(cfg, store, job, moment, now, running)
+    if as_json:
+        render.print_json([r.to_json() for r in reasons])
+    else:
+        render.reasons(reasons)
+
+
+@app.command()
+def check(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """For monitors: exit 0 all well, 1 a job overdue or failing, 2 daemon down or bad file."""
+    from cronflow import health
+    from cronflow.config import local_zone
+    from cronflow.lock import running_daemon_pid
+
+    cfg, error = health.load(_Paths.config(config))
+    running = running_daemon_pid(_Paths.state_dir() / "cronflow.lock") is not None
+    store = _open_store_if_exists(readonly=True)
+    report = health.check(cfg, error, running, store, _now(), local_zone())
+    if as_json:
+        render.print_json(report.to_json())
+    else:
+        render.check_report(report)
+    raise typer.Exit(report.exit_code)
+
+
 def _workers_report(cfg: "Config") -> dict[str, Any]:
     """The `status` section on remote execution: the broker (masked) and the live workers.
 
