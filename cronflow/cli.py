@@ -169,6 +169,10 @@ def run(
     local: Annotated[
         bool, typer.Option("--local", help="Run every job here, whatever its queue.")
     ] = False,
+    ignore_past: Annotated[
+        bool,
+        typer.Option("--ignore-past", help="Run jobs with depends_on_past whatever came before."),
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Run JOB's flow from JOB now, in the foreground; or backfill with --from/--to."""
@@ -185,14 +189,14 @@ def run(
         first = _parse(parse_time, start, zone, option="--from")
         last = _parse(parse_time, end, zone, option="--to")
         raise typer.Exit(
-            _backfill(cfg, job, only, first, last, rerun, parallel, dry_run, local)
+            _backfill(cfg, job, only, first, last, rerun, parallel, dry_run, local, ignore_past)
         )
     if dry_run or rerun or parallel != 1:
         raise CronflowError("--dry-run, --rerun and --parallel need --from and --to", 2)
     moment = _now().replace(microsecond=0)
     if at is not None:
         moment = _parse(parse_time, at, zone, option="--at")
-    plan = manual.plan(cfg, job, only, moment, "manual")
+    plan = manual.plan(cfg, job, only, moment, "manual", ignore_past)
     with _open_store() as store:
         outcome = manual.run_plans(
             store,
@@ -215,11 +219,12 @@ def _backfill(
     parallel: int,
     dry_run: bool,
     local: bool,
+    ignore_past: bool = False,
 ) -> int:
     from cronflow import manual
 
     times = manual.backfill_times(cfg, job, first, last)
-    template = manual.plan(cfg, job, only, first, "backfill")
+    template = manual.plan(cfg, job, only, first, "backfill", ignore_past)
     with _open_store() as store:
         skip = set() if rerun else manual.already_done(store, template, times)
         todo = [t for t in times if t not in skip]
@@ -232,14 +237,14 @@ def _backfill(
                 f"skipping {len(skip)} logical times that succeeded before "
                 "(--rerun to run them again)"
             )
-        plans = [manual.plan(cfg, job, only, moment, "backfill") for moment in todo]
+        plans = [manual.plan(cfg, job, only, moment, "backfill", ignore_past) for moment in todo]
         progress = render.BackfillProgress(len(plans), cfg.flow_of(job).timezone)
         try:
             outcome = manual.run_plans(
                 store,
                 plans,
                 max_parallel=cfg.daemon.max_parallel,
-                flows_at_once=parallel,
+                flows_at_once=manual.flows_at_once(template, parallel),
                 on_flow_done=progress.flow_done,
                 local=local,
             )
@@ -417,6 +422,52 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
         render.print_json(report)
     else:
         render.status_report(report, local_zone(), now)
+
+
+@app.command()
+def why(
+    job: Annotated[str, typer.Argument(help="The job to explain.")],
+    at: Annotated[
+        str | None, typer.Option("--at", help="The fire time (default: its latest due fire).")
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Why JOB ran, did not run, or will run at a time, in sentences."""
+    from cronflow import explain
+    from cronflow.lock import running_daemon_pid
+    from cronflow.units import parse_time
+
+    cfg = _load(config)
+    zone = cfg.flow_of(cfg.job(job).name).timezone
+    now = _now()
+    moment = explain.latest_due(cfg, job, now) if at is None else \
+        _parse(parse_time, at, zone, option="--at")  # fmt: skip
+    running = running_daemon_pid(_Paths.state_dir() / "cronflow.lock") is not None
+    store = _open_store_if_exists(readonly=True)
+    reasons = explain.explain(cfg, store, job, moment, now, running)
+    if as_json:
+        render.print_json([r.to_json() for r in reasons])
+    else:
+        render.reasons(reasons)
+
+
+@app.command()
+def check(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """For monitors: exit 0 all well, 1 a job overdue or failing, 2 daemon down or bad file."""
+    from cronflow import health
+    from cronflow.config import local_zone
+    from cronflow.lock import running_daemon_pid
+
+    cfg, error = health.load(_Paths.config(config))
+    running = running_daemon_pid(_Paths.state_dir() / "cronflow.lock") is not None
+    store = _open_store_if_exists(readonly=True)
+    report = health.check(cfg, error, running, store, _now(), local_zone())
+    if as_json:
+        render.print_json(report.to_json())
+    else:
+        render.check_report(report)
+    raise typer.Exit(report.exit_code)
 
 
 def _workers_report(cfg: "Config") -> dict[str, Any]:

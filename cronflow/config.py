@@ -69,6 +69,9 @@ class Job:
     enabled: bool = True
     queue: str | None = None  # None: the [executor] default_queue
     queue_timeout: float = 600.0
+    on_missed: str | None = None  # hook: the daemon recorded fires of this job as missed
+    depends_on_past: bool = False  # run only if the run for the previous fire succeeded
+    grace: float | None = None  # `cronflow check`: None means one period, at least 5m
 
     def argv(self) -> list[str]:
         """The argv that runs this job: `shell -c STRING`, or the list as given."""
@@ -121,6 +124,10 @@ class Flow:
     def next_fire(self, after: datetime) -> datetime | None:
         """The first fire strictly after `after`, in the flow's zone; None if none is left."""
         return self.schedule.next_fire(after, self.timezone) if self.schedule else None
+
+    def previous_fire(self, before: datetime) -> datetime | None:
+        """The last fire strictly before `before`, in the flow's zone; None without one."""
+        return self.schedule.previous_fire(before, self.timezone) if self.schedule else None
 
     def next_fires(self, after: datetime, count: int) -> list[datetime]:
         fires: list[datetime] = []
@@ -604,6 +611,9 @@ _KEYS: dict[str, Any] = {
     "enabled": _bool,
     "queue": _queue,
     "queue_timeout": _duration,
+    "on_missed": _nonempty,
+    "depends_on_past": _bool,
+    "grace": _duration,
 }
 
 _EXECUTOR_KEYS: dict[str, Any] = {

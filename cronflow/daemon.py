@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from cronflow import processes, timing
 from cronflow.clock import Clock
 from cronflow.config import Config, Flow, Job, load_config
-from cronflow.engine import Engine, FlowRun, marker
+from cronflow.engine import Engine, FlowRun, MissedFires, marker
 from cronflow.errors import ConfigError, CronflowError, Detached
 from cronflow.lock import Lock
 from cronflow.runner import adopt_descendants
@@ -45,6 +45,8 @@ PRUNE_EVERY = timedelta(hours=1)
 # flow keeps its record when a root is added, removed or renamed (which renames the flow).
 STATE_ACCOUNTED = "accounted:"
 STATE_REBOOT = "reboot:"  # + flow name: boot id at which @reboot last fired
+# + job name: when the daemon first saw the job (`check` holds no older fire against it).
+STATE_SEEN = "seen:"
 
 
 @dataclass
@@ -86,6 +88,8 @@ class Daemon:
         self.store_error: str | None = None  # the store's last refusal, logged once
         self.recovered = False
         self.unpersisted: set[str] = set()  # flows whose `accounted` is newer than the store's
+        # Missed fires whose on_missed hooks run with the catch-up run at (flow, logical time).
+        self.missed_with: dict[tuple[str, datetime], MissedFires] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -189,6 +193,7 @@ class Daemon:
         def persist() -> None:
             self._persist_accounted()
             self.store.delete_state("daemon:pid")
+            self.store.log_daemon("stop", self.clock.now(), pid=os.getpid())
 
         self._store_step("recording the daemon's stop", persist)
         if self.engine is not None and self.engine.remote is not None:
@@ -254,7 +259,15 @@ class Daemon:
             len(config.flows),
         )
         self.config = config
+        self._note_seen(config, now)
         self.notifier.status(self._summary())
+
+    def _note_seen(self, config: Config, now: datetime) -> None:
+        """Record when each job was first seen (once): `check` judges no fire before it."""
+        seen = self.store.states(STATE_SEEN)
+        new = {STATE_SEEN + j: now.isoformat() for j in config.jobs if STATE_SEEN + j not in seen}
+        if new:
+            self.store.set_states(new)
 
     def _config_problem(self, message: str) -> None:
         keeping = "keeping the last good configuration" if self.config else "running nothing"
@@ -264,6 +277,7 @@ class Daemon:
         self.notifier.status(self._summary())
 
     def _record_start(self) -> None:
+        self.store.log_daemon("start", self.started, pid=os.getpid())
         self.store.set_state("daemon:pid", str(os.getpid()))
         self.store.set_state("daemon:since", self.started.isoformat())
         self.store.set_state("daemon:config", str(self.config_path))
@@ -326,10 +340,17 @@ class Daemon:
                 f"{wall.isoformat()} to {now.isoformat()}",
             )
             self.awake_since = now
+            self._store_step("recording the sleep", partial(self._record_asleep, wall, now))
+
+    def _record_asleep(self, since: datetime, until: datetime) -> None:
+        self.store.log_daemon("asleep", since, until, pid=os.getpid())
 
     def _apply(self, flow: Flow, decision: timing.Due) -> None:
+        missed = _missed_fires(decision)
         if decision.missed:
-            self._record_missed(flow, decision.missed)
+            self._record_missed(flow, decision.missed, missed)
+        elif missed is not None:  # all run late: the hooks run with the first catch-up run
+            self.missed_with[(flow.name, _utc(decision.catchup[0]))] = missed
         if decision.catchup:
             log.info("%s: catching up %d missed fires", flow.name, len(decision.catchup))
             state = self.flows[flow.name]
@@ -385,7 +406,9 @@ class Daemon:
     ) -> None:
         assert self.config is not None and self.engine is not None
         jobs = jobs or tuple(j for j in flow.jobs if self.config.jobs[j].enabled)
-        plan = FlowRun(self.config, flow.name, jobs, logical_time, trigger, spent or {})
+        missed = self.missed_with.pop((flow.name, _utc(logical_time)), None)
+        plan = FlowRun(self.config, flow.name, jobs, logical_time, trigger, spent or {},
+                       missed=missed)  # fmt: skip
         delay = timing.jitter_delay(self._root(flow).jitter) if trigger == "schedule" else 0.0
         log.info(
             "fire %s at %s (%s)%s",
@@ -446,9 +469,11 @@ class Daemon:
             "finished %s: %s", plan.flow, f"failed: {', '.join(failed)}" if failed else "success"
         )
 
-    def _record_missed(self, flow: Flow, missed: timing.Missed) -> None:
+    def _record_missed(
+        self, flow: Flow, missed: timing.Missed, fires: MissedFires | None = None
+    ) -> None:
         log.warning("%s: %s", flow.name, missed.note())
-        self.store.create_flow_run(
+        _, run_ids = self.store.create_flow_run(
             flow.name,
             missed.last,
             "catchup",
@@ -457,6 +482,18 @@ class Daemon:
             note=missed.note(),
             finished_at=self.clock.now(),
         )
+        self._missed_hooks(flow, fires or MissedFires(missed.count, missed.first, missed.last),
+                           run_ids)  # fmt: skip
+
+    def _missed_hooks(self, flow: Flow, fires: MissedFires, run_ids: dict[str, int]) -> None:
+        """Run the roots' on_missed hooks in the background, kept with their `missed` runs."""
+        assert self.config is not None and self.engine is not None
+        if not any(self.config.jobs[r].on_missed for r in flow.roots):
+            return
+        plan = FlowRun(self.config, flow.name, flow.roots, fires.last, "catchup", missed=fires)
+        task = asyncio.get_running_loop().create_task(self.engine.missed_hooks(plan, run_ids))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def _record_skipped(self, flow: Flow, logical_time: datetime, trigger: str) -> None:
         note = "the previous run of this flow was still going (overlap)"
@@ -622,6 +659,16 @@ class Daemon:
         running = sum(s.active for s in self.flows.values())
         problem = "; job file invalid, running the last good one" if self.config_error else ""
         return f"{len(self.config.jobs)} jobs, {running} flow runs going{problem}"
+
+
+def _missed_fires(decision: timing.Due) -> MissedFires | None:
+    """All fires of one decision that did not run on time, run late or not at all."""
+    if decision.missed is None and not decision.catchup:
+        return None
+    count = len(decision.catchup) + (decision.missed.count if decision.missed else 0)
+    first = decision.missed.first if decision.missed else decision.catchup[0]
+    last = decision.catchup[-1] if decision.catchup else decision.missed.last  # type: ignore[union-attr]
+    return MissedFires(count, first, last)
 
 
 def _stored_accounted(flow: Flow, stored: dict[str, str]) -> datetime | None:

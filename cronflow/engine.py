@@ -65,6 +65,24 @@ class FlowRun:
     # Remote attempts a previous daemon sent and a worker still runs: (attempt, remote id) per
     # job. The run follows them to their end instead of starting them again.
     attach: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+    # `run --ignore-past`: jobs with depends_on_past start whatever their previous fire did.
+    ignore_past: bool = False
+    # Fires the daemon found missed: the roots' `on_missed` hooks run with this run.
+    missed: MissedFires | None = None
+
+
+@dataclass(frozen=True)
+class MissedFires:
+    """Fires of a flow the daemon did not run on time (down, asleep, a clock jump)."""
+
+    count: int
+    first: datetime
+    last: datetime
+
+
+# The note of a run held back by depends_on_past; such a skip holds the next fire back too.
+HELD_BY_PAST = "previous run ({}) did not succeed"
+UNFINISHED_PAST = "previous run ({}) has not finished"
 
 
 class Engine:
@@ -146,6 +164,8 @@ class Engine:
             asyncio.create_task(self._job(plan, job, run_ids[job], done), name=f"job:{job}")
             for job in plan.jobs
         ]
+        if plan.missed is not None:  # the first catch-up run after missed fires
+            tasks.append(asyncio.create_task(self.missed_hooks(plan, run_ids)))
         await asyncio.gather(*tasks)
         return self.store.runs_in_flow_run(flow_run_id)
 
@@ -167,6 +187,9 @@ class Engine:
             elif decision != "run":
                 status = decision
                 self._finish(run_id, name, status, None, note=_why_not(decision, job.after))
+            elif (held := self.held_by_past(plan, job)) is not None:
+                status = "skipped"
+                self._finish(run_id, name, status, None, note=held)
             else:
                 status = await self._job_run(_JobRun(self, plan, job, run_id))
         except Detached:
@@ -194,6 +217,37 @@ class Engine:
                     note=f"cronflow error: {exc!r}",
                 )
             raise
+
+    def held_by_past(self, plan: FlowRun, job: Job) -> str | None:
+        """Why `job` may not start at this logical time under depends_on_past, or None.
+
+        The previous fire is the schedule's (for a flow without one: the job's latest earlier
+        logical time with a run). No run there at all (the first run, a pruned history, a
+        `missed` record) holds nothing back; a run skipped by this very rule does.
+        """
+        if not job.depends_on_past or plan.ignore_past:
+            return None
+        flow = plan.config.flow_of(job.name)
+        previous = flow.previous_fire(plan.logical_time) if flow.schedule else None
+        if previous is None and (flow.schedule is None or flow.schedule.kind == "reboot"):
+            previous = self.store.previous_logical_time(job.name, plan.logical_time)
+        if previous is None:
+            return None
+        runs = [r for r in self.store.runs_at(job.name, previous) if r.status != "missed"]
+        shown = previous.astimezone(job.timezone).isoformat()
+        if not runs or any(r.status == "success" or _skipped_freely(r) for r in runs):
+            return None
+        if any(r.status in ("queued", "running", "retrying") for r in runs):
+            return UNFINISHED_PAST.format(shown)
+        return HELD_BY_PAST.format(shown)
+
+    async def missed_hooks(self, plan: FlowRun, run_ids: Mapping[str, int]) -> None:
+        """The `on_missed` hook of each root of `plan` that has one, kept with its run."""
+        assert plan.missed is not None
+        for name in plan.jobs:
+            job = plan.config.jobs[name]
+            if job.on_missed and not job.after and name in run_ids:
+                await _JobRun(self, plan, job, run_ids[name]).missed_hook(plan.missed)
 
     def _finish(
         self, run_id: int, job: str, status: str, exit_code: int | None, note: str | None = None
@@ -422,9 +476,7 @@ class _JobRun:
     async def _run_hook(
         self, hook: str, attempt: int, result: AttemptResult, status: str | None
     ) -> None:
-        text = getattr(self.job, hook)
-        engine = self.engine
-        env = engine.environment(self.job, self.plan, self.run_id, attempt)
+        env = self.engine.environment(self.job, self.plan, self.run_id, attempt)
         env.update(
             CRONFLOW_STATUS=status or result.status,
             CRONFLOW_EXIT_CODE="" if result.exit_code is None else str(result.exit_code),
@@ -432,6 +484,33 @@ class _JobRun:
             CRONFLOW_LOG_TAIL=result.tail.decode("utf-8", "replace"),
             CRONFLOW_HOST=result.host or _this_host(),
         )
+        await self._run_hook_with(hook, attempt, env)
+
+    async def missed_hook(self, missed: MissedFires) -> None:
+        """`on_missed`, kept with this run as attempt 0 (no attempt ran for missed fires)."""
+        zone = self.job.timezone
+        env = self.engine.environment(self.job, self.plan, self.run_id, 1)
+        env.update(
+            CRONFLOW_ATTEMPT="0",
+            CRONFLOW_STATUS="missed",
+            CRONFLOW_EXIT_CODE="",
+            CRONFLOW_DURATION="0",
+            CRONFLOW_LOG_TAIL="",
+            CRONFLOW_HOST=_this_host(),
+            CRONFLOW_MISSED_COUNT=str(missed.count),
+            CRONFLOW_MISSED_FROM=missed.first.astimezone(zone).isoformat(),
+            CRONFLOW_MISSED_TO=missed.last.astimezone(zone).isoformat(),
+        )
+        try:
+            await self._run_hook_with("on_missed", 0, env)
+        except CronflowError as exc:  # the store refused a write: logged, nothing else changes
+            note = f"on_missed cronflow error: {exc.message}"
+            self.engine.observer.status(self.job.name, self.run_id, "hook_failed", note)
+
+    async def _run_hook_with(self, hook: str, attempt: int, env: dict[str, str]) -> None:
+        """Run hook `hook` of the job with `env`; its output and exit code are stored."""
+        text = getattr(self.job, hook)
+        engine = self.engine
         hook_id = self.store.start_hook(self.run_id, attempt, hook, engine.clock.now())
         command = Command(
             argv=[self.job.shell, "-c", text],
@@ -526,6 +605,12 @@ def _this_host() -> str:
     import socket
 
     return socket.gethostname()
+
+
+def _skipped_freely(run: RunRecord) -> bool:
+    """A skipped run that does not hold the next fire back: not one held back itself."""
+    held = HELD_BY_PAST.split("(")[0]
+    return run.status == "skipped" and not (run.note or "").startswith(held)
 
 
 def _why_not(decision: str, after: Sequence[str]) -> str:

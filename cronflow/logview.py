@@ -68,6 +68,8 @@ class LogView:
 
     def lines(self, last: int | None = None) -> list[LogLine]:
         result: list[LogLine] = []
+        if self.attempt is None:  # on_missed: attempt 0, before any attempt (or none at all)
+            result += self._hook_lines(0)
         for attempt in self.attempts:
             result.append(
                 LogLine(
@@ -87,18 +89,23 @@ class LogView:
                         f"── attempt {attempt.number}: {_ending(attempt)} ──",
                     )
                 )
-            for hook in (h for h in self.hooks if h.attempt == attempt.number):
-                result.append(LogLine(("hook", hook.id), "separator", f"── {hook.hook} hook ──"))
-                result += self._output(attempt.number, hook.id)
-                if hook.finished_at is not None:
-                    result.append(
-                        LogLine(
-                            ("hook-ended", hook.id),
-                            "separator",
-                            f"── {hook.hook} hook: exit {hook.exit_code} ──",
-                        )
-                    )
+            result += self._hook_lines(attempt.number)
         return _last_lines(result, last) if last is not None else result
+
+    def _hook_lines(self, attempt: int) -> list[LogLine]:
+        result: list[LogLine] = []
+        for hook in (h for h in self.hooks if h.attempt == attempt):
+            result.append(LogLine(("hook", hook.id), "separator", f"── {hook.hook} hook ──"))
+            result += self._output(attempt, hook.id)
+            if hook.finished_at is not None:
+                result.append(
+                    LogLine(
+                        ("hook-ended", hook.id),
+                        "separator",
+                        f"── {hook.hook} hook: exit {hook.exit_code} ──",
+                    )
+                )
+        return result
 
     def _output(self, attempt: int, hook_id: int | None) -> list[LogLine]:
         return [

@@ -44,11 +44,27 @@ class Outcome:
         return 1 if self.failed else 0
 
 
-def plan(config: Config, job: str, only: bool, logical_time: datetime, trigger: str) -> FlowRun:
+def plan(
+    config: Config,
+    job: str,
+    only: bool,
+    logical_time: datetime,
+    trigger: str,
+    ignore_past: bool = False,
+) -> FlowRun:
     """JOB and everything downstream of it (or JOB alone) at one logical time."""
     config.job(job)
     jobs = (job,) if only else config.downstream(job)
-    return FlowRun(config, config.flow_of(job).name, jobs, logical_time, trigger)
+    return FlowRun(
+        config, config.flow_of(job).name, jobs, logical_time, trigger, ignore_past=ignore_past
+    )
+
+
+def flows_at_once(template: FlowRun, parallel: int) -> int:
+    """A backfill of jobs with depends_on_past runs oldest first, one flow run at a time:
+    each logical time waits for the previous one's outcome (unless --ignore-past)."""
+    depends = any(template.config.jobs[j].depends_on_past for j in template.jobs)
+    return 1 if depends and not template.ignore_past else parallel
 
 
 def backfill_times(config: Config, job: str, start: datetime, end: datetime) -> list[datetime]:

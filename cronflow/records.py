@@ -99,3 +99,22 @@ class Unfinished:
     groups: tuple[tuple[int, int | None], ...]  # (pgid, leader start) of unfinished attempts
     # (attempt number, remote_id) of the unfinished attempts sent to a worker
     remote: tuple[tuple[int, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonEvent:
+    """The daemon started, stopped, or noticed it had slept (or the clock jumped) until `until`."""
+
+    event: str  # start | stop | asleep
+    at: datetime
+    until: datetime | None
+    pid: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PauseRecord:
+    """A job paused at `paused_at` and resumed at `resumed_at` (None: still paused)."""
+
+    job: str
+    paused_at: datetime
+    resumed_at: datetime | None

@@ -348,3 +348,18 @@ def status_report(report: dict[str, Any], zone: tzinfo, now: datetime) -> None:
     for item in report["next"][:10]:
         moment = datetime.fromisoformat(item["next_fire"])
         line(f"  {item['job']}  {when(moment, zone)} ({relative(moment, now)})")
+
+
+def check_report(report: Any) -> None:
+    """`cronflow check`: one line per problem, or one line saying all is well."""
+    if not report.problems:
+        line("ok")
+    for problem in report.problems:
+        line(problem.message)
+
+
+def reasons(found: Sequence[Any]) -> None:
+    """`cronflow why`: one sentence per line."""
+    for reason in found:
+        message = reason.message
+        line(message[0].upper() + message[1:] + ("" if message.endswith(".") else "."))

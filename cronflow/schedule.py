@@ -256,6 +256,53 @@ class Schedule:
             moment = fire
         return fires
 
+    def previous_fire(self, before: datetime, tz: ZoneInfo) -> datetime | None:
+        """The last fire strictly before `before`, in tz; None if there is none (for @reboot,
+        or an @at not yet due). Searches back in windows growing fourfold, up to _MAX_MONTHS."""
+        if self.kind == "reboot":
+            return None
+        end = before.astimezone(UTC) - _MICROSECOND
+        window = timedelta(minutes=2)
+        while window < timedelta(days=31 * _MAX_MONTHS):
+            try:
+                fires = self.fires_between(end - window, end, tz)
+            except (ValueError, OverflowError):  # before year 1: none left
+                return None
+            if fires:
+                return fires[-1]
+            window *= 4
+        return None
+
+    def excluded_by(self, moment: datetime, tz: ZoneInfo) -> list[str]:
+        """The cron fields that the wall time of `moment` in tz does not match (cron only)."""
+        if self.kind != "cron":
+            return []
+        wall = moment.astimezone(tz)
+        minutes, hours, doms, months, dows = self._sets
+        dow = (wall.weekday() + 1) % 7
+        misses = []
+        if wall.minute not in minutes:
+            misses.append("minute")
+        if wall.hour not in hours:
+            misses.append("hour")
+        if wall.month not in months:
+            misses.append("month")
+        in_dom, in_dow = wall.day in doms, dow in dows
+        if self._day_or and not (in_dom or in_dow):
+            misses.append("day-of-month and day-of-week")
+        elif not self._day_or and not in_dom:
+            misses.append("day-of-month")
+        elif not self._day_or and not in_dow:
+            misses.append("day-of-week")
+        return misses
+
+    def field_text(self, name: str) -> str:
+        """The text of one cron field as written ("minute" → "30")."""
+        names = [f.name for f in _FIELDS]
+        if name not in names or not self._fields:
+            return ""
+        return self._fields[names.index(name)]
+
     def describe(self) -> str:
         """Plain English for `list` and `next`: "at 06:00 every day", "every 15 minutes"."""
         from cronflow import wording

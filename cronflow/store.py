@@ -24,7 +24,15 @@ from cronflow import processes
 from cronflow.clock import Clock
 from cronflow.errors import CronflowError
 from cronflow.lock import prepare_state_folder
-from cronflow.records import AttemptRecord, HookRecord, OutputChunk, RunRecord, Unfinished
+from cronflow.records import (
+    AttemptRecord,
+    DaemonEvent,
+    HookRecord,
+    OutputChunk,
+    PauseRecord,
+    RunRecord,
+    Unfinished,
+)
 
 STATUSES = frozenset(
     {"queued", "running", "retrying", "success", "failed", "timeout", "canceled", "skipped",
@@ -157,12 +165,33 @@ def m004_remote_attempts(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE attempts ADD COLUMN remote_id TEXT")
 
 
+@migration
+def m005_daemon_log_and_pauses(db: sqlite3.Connection) -> None:
+    # What `cronflow why` and `cronflow check` need to know about the past: when the daemon
+    # started and stopped, when it noticed a suspend or clock jump (event 'asleep', from `at`
+    # to `until`), and when each job was paused and resumed.
+    db.execute(
+        """CREATE TABLE daemon_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL,
+            at INTEGER NOT NULL, until INTEGER, pid INTEGER)"""
+    )
+    db.execute("CREATE INDEX daemon_log_at ON daemon_log (at)")
+    db.execute(
+        """CREATE TABLE pause_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL,
+            paused_at INTEGER NOT NULL, resumed_at INTEGER)"""
+    )
+    db.execute("CREATE INDEX pause_log_job ON pause_log (job, paused_at)")
+
+
 # The oldest schema the read queries work on (read-only stores do not migrate). Raise it when a
 # migration adds something that `history`, `logs`, `list` or `status` cannot do without.
 READER_MIN_SCHEMA = 1
 # The first schema with attempts.host and remote_id. A reader of an older database shows no
 # hosts instead of refusing it: no remote attempt can be in it.
 HOSTS_SCHEMA = 4
+# The first schema with daemon_log and pause_log; readers of an older one see no such past.
+DAEMON_LOG_SCHEMA = 5
 
 
 def _file_uri(path: Path, query: str) -> str:
@@ -698,12 +727,22 @@ class Store:
         any of its jobs is."""
         with self._write() as db:
             if paused:
-                db.executemany(
-                    "INSERT OR IGNORE INTO paused (job, since) VALUES (?, ?)",
-                    [(job, _to_us(now)) for job in jobs],
-                )
+                for job in jobs:
+                    added = db.execute(
+                        "INSERT OR IGNORE INTO paused (job, since) VALUES (?, ?)",
+                        (job, _to_us(now)),
+                    ).rowcount
+                    if added:
+                        db.execute(
+                            "INSERT INTO pause_log (job, paused_at) VALUES (?, ?)",
+                            (job, _to_us(now)),
+                        )
             else:
                 db.executemany("DELETE FROM paused WHERE job = ?", [(job,) for job in jobs])
+                db.executemany(
+                    "UPDATE pause_log SET resumed_at = ? WHERE job = ? AND resumed_at IS NULL",
+                    [(_to_us(now), job) for job in jobs],
+                )
 
     @_user_errors
     def prune(self, before: datetime) -> int:
@@ -726,6 +765,8 @@ class Store:
                 " AND NOT EXISTS (SELECT 1 FROM runs WHERE flow_run_id = flow_runs.id)",
                 (limit,),
             )
+            db.execute("DELETE FROM daemon_log WHERE coalesce(until, at) < ?", (limit,))
+            db.execute("DELETE FROM pause_log WHERE resumed_at < ?", (limit,))
         return deleted
 
     def _prune_batch(self, limit: int) -> int:
@@ -813,7 +854,78 @@ class Store:
             ).fetchall()
         return [_run(row) for row in rows]
 
+    @_user_errors
+    def log_daemon(
+        self, event: str, at: datetime, until: datetime | None = None, pid: int | None = None
+    ) -> None:
+        """One line of the daemon's own history: start, stop, or asleep (from `at` to `until`)."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO daemon_log (event, at, until, pid) VALUES (?, ?, ?, ?)",
+                (event, _to_us(at), None if until is None else _to_us(until), pid),
+            )
+
     # -- reads
+
+    @_user_errors
+    def daemon_log(self) -> list[DaemonEvent]:
+        """The daemon's starts, stops and noticed sleeps, oldest first (none before m005)."""
+        if self._user_version() < DAEMON_LOG_SCHEMA:
+            return []
+        rows = self.conn.execute("SELECT event, at, until, pid FROM daemon_log ORDER BY id")
+        return [DaemonEvent(r[0], _from_us(r[1]), _from_us(r[2]), r[3]) for r in rows]
+
+    @_user_errors
+    def pause_log(self, jobs: Sequence[str]) -> list[PauseRecord]:
+        """When each of `jobs` was paused and resumed (None: still paused), oldest first."""
+        if self._user_version() < DAEMON_LOG_SCHEMA:
+            return []
+        rows = self.conn.execute(
+            "SELECT job, paused_at, resumed_at FROM pause_log"
+            " WHERE job IN (SELECT value FROM json_each(?)) ORDER BY paused_at",
+            (json.dumps(list(jobs)),),
+        )
+        return [PauseRecord(r[0], _from_us(r[1]), _from_us(r[2])) for r in rows]
+
+    @_user_errors
+    def runs_at(self, job: str, logical_time: datetime) -> list[RunRecord]:
+        """Every run of `job` for one logical time, oldest first."""
+        return self._runs(
+            "WHERE job = ? AND logical_time = ? ORDER BY id", (job, _to_us(logical_time))
+        )
+
+    @_user_errors
+    def previous_logical_time(self, job: str, before: datetime) -> datetime | None:
+        """The latest logical time before `before` at which `job` has a run."""
+        row = self.conn.execute(
+            "SELECT max(logical_time) FROM runs WHERE job = ? AND logical_time < ?",
+            (job, _to_us(before)),
+        ).fetchone()
+        return _from_us(row[0])
+
+    @_user_errors
+    def runs_between(self, jobs: Sequence[str], start: datetime, end: datetime) -> list[RunRecord]:
+        """Runs of `jobs` with start <= logical time <= end, oldest first."""
+        return self._runs(
+            "WHERE job IN (SELECT value FROM json_each(?)) AND logical_time BETWEEN ? AND ?"
+            " ORDER BY logical_time, id",
+            (json.dumps(list(jobs)), _to_us(start), _to_us(end)),
+        )
+
+    @_user_errors
+    def last_success(self, job: str) -> RunRecord | None:
+        """The successful run of `job` with the latest logical time."""
+        found = self._runs(
+            "WHERE job = ? AND status = 'success' ORDER BY logical_time DESC, id DESC LIMIT 1",
+            (job,),
+        )
+        return found[0] if found else None
+
+    @_user_errors
+    def created_at(self, run_id: int) -> datetime | None:
+        """When a run was recorded (queued), for `why`'s "waited for a slot"."""
+        row = self.conn.execute("SELECT created_at FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return None if row is None else _from_us(row[0])
 
     @_user_errors
     def get_state(self, key: str) -> str | None:
