@@ -105,7 +105,13 @@ def _now() -> datetime:
 @app.command()
 def validate(config: ConfigOption = None) -> None:
     """Check the job file; print every problem with file:line (exit 2 if any)."""
-    cfg = _load(config)
+    from cronflow.config import env_file_problems, parse_config, read_job_file
+
+    path = _Paths.config(config)
+    text = read_job_file(path)
+    cfg = parse_config(text, str(path))
+    if problems := env_file_problems(cfg, text):  # read at each run; checked here too
+        raise ConfigError(problems)
     render.line(f"OK: {len(cfg.jobs)} jobs in {len(cfg.flows)} flows ({cfg.path})")
 
 

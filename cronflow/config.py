@@ -69,6 +69,8 @@ class Job:
     enabled: bool = True
     queue: str | None = None  # None: the [executor] default_queue
     queue_timeout: float = 600.0
+    # Absolute paths of dotenv files, read at each attempt; their values are masked (envfile).
+    env_file: tuple[str, ...] = ()
 
     def argv(self) -> list[str]:
         """The argv that runs this job: `shell -c STRING`, or the list as given."""
@@ -571,6 +573,33 @@ def _secret_file(c: _Checker, value: Any) -> str:
     return os.path.abspath(path)
 
 
+def _env_file(c: _Checker, value: Any) -> tuple[str, ...]:
+    paths = [value] if isinstance(value, str) else value
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p.strip() for p in paths):
+        raise ValueError(
+            f'must be a path or a list of paths, like env_file = "~/.config/app.env", got {value!r}'
+        )
+    return tuple(os.path.abspath(c.folder / os.path.expanduser(p)) for p in paths)
+
+
+def env_file_problems(config: Config, text: str) -> list[Problem]:
+    """The env files of `config` that are missing or unsafe, each once, located at the
+    `env_file` key that names it (the job's, else [defaults]'). For `validate`: loading a
+    job file reads no env file, the attempts do, at each run."""
+    from cronflow import envfile
+
+    lines = _key_lines(text)
+    found: dict[tuple[str, str], Problem] = {}
+    for name, job in config.jobs.items():
+        key = f"jobs.{name}.env_file"
+        if key not in lines and "defaults.env_file" in lines:
+            key = "defaults.env_file"
+        for path in job.env_file:
+            if (path, key) not in found and (message := envfile.check(path)):
+                found[(path, key)] = Problem(config.path, lines.get(key), key, message)
+    return list(found.values())
+
+
 def _size(_: _Checker, value: Any) -> int:
     size = parse_size(value)
     if size > MAX_LOG_BYTES:
@@ -604,6 +633,7 @@ _KEYS: dict[str, Any] = {
     "enabled": _bool,
     "queue": _queue,
     "queue_timeout": _duration,
+    "env_file": _env_file,
 }
 
 _EXECUTOR_KEYS: dict[str, Any] = {
