@@ -667,22 +667,90 @@ def add(
     description: Annotated[
         str | None, typer.Option("--description", help="Shown by `cronflow list`.")
     ] = None,
+    retry_delay: Annotated[
+        str | None, typer.Option("--retry-delay", help="Wait before the first retry (30s).")
+    ] = None,
+    timezone: Annotated[
+        str | None, typer.Option("--timezone", help="IANA zone the schedule is read in.")
+    ] = None,
+    workdir: Annotated[
+        str | None, typer.Option("--workdir", help="Folder the job runs in.")
+    ] = None,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", help="KEY=VALUE for the job (repeatable).")
+    ] = None,
+    env_file: Annotated[
+        list[str] | None,
+        typer.Option("--env-file", help="A dotenv file of secrets, masked in logs (repeatable)."),
+    ] = None,
+    overlap: Annotated[str | None, typer.Option("--overlap", help="skip, queue or allow.")] = None,
+    catchup: Annotated[str | None, typer.Option("--catchup", help="none, latest or all.")] = None,
+    run_if: Annotated[
+        str | None, typer.Option("--run-if", help="success, failure or always.")
+    ] = None,
+    on_success: Annotated[
+        str | None, typer.Option("--on-success", help="Shell command run when the job succeeds.")
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", metavar="KEY=VALUE", help="Any job key (repeatable): retry_backoff=1.5."
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the table it would add; write nothing.")
     ] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Add [jobs.NAME] to the job file (created if missing), keeping the rest as it is."""
-    from cronflow import editing
+    """Add a job to the job file, keeping the rest as it is.
+
+    Adds [jobs.NAME] (the file is created if missing); the result is validated before an
+    atomic write. Keys without an option of their own: --set KEY=VALUE, where VALUE is read as
+    TOML when it parses as TOML (3, true, ["a"]), else as a string; env.PATH=/usr/bin sets one
+    variable.
+
+    Example: cronflow add backup --command 'restic backup ~/docs' --schedule '0 3 * * *'
+    --retries 2 --set retry_backoff=1.5
+    """
+    from cronflow import editing, setting
     from cronflow.config import read_job_file
 
     path = _Paths.config(config)
     exists = path.exists()
     text = read_job_file(path) if exists else ""
     upstreams = tuple(a.strip() for value in after or () for a in value.split(",") if a.strip())
+    named = {  # the options for keys that NewJob has no field of its own for
+        "retry_delay": int(retry_delay) if retry_delay and retry_delay.isdigit() else retry_delay,
+        "timezone": timezone,
+        "workdir": workdir,
+        "overlap": overlap,
+        "catchup": catchup,
+        "run_if": run_if,
+        "on_success": on_success,
+        "env_file": env_file[0] if env_file and len(env_file) == 1 else env_file or None,
+    }
+    given = [((key,), value) for key, value in named.items() if value is not None]
+    for entry in env or ():
+        variable, eq, value = entry.partition("=")
+        if not eq:
+            raise CronflowError(f"--env: expected KEY=VALUE, got {entry!r}", 2)
+        given.append((("env", variable), value))  # always a string: env values are
+    taken = {k[0] for k, _ in given} | {
+        key
+        for key, value in (
+            ("command", command), ("schedule", schedule), ("after", after), ("retries", retries),
+            ("timeout", timeout), ("on_failure", on_failure), ("description", description),
+        )
+        if value
+    }  # fmt: skip
+    for each in setting.parse_assignments(sets or ()):
+        if each.key[0] in taken and not (each.key[0] == "env" and len(each.key) > 1):
+            raise CronflowError(f"--set: {each.name} is also given as an option", 2)
+        given.append((each.key, each.value))
     job = editing.NewJob(
-        name, command, schedule, upstreams, retries, timeout, on_failure, description
-    )
+        name, command, schedule, upstreams, retries, timeout, on_failure, description,
+        extra=tuple(given),
+    )  # fmt: skip
     result = editing.add_job(text, job, str(path))
     if dry_run:
         render.line(editing.job_block(job).rstrip("\n"))
@@ -692,6 +760,58 @@ def add(
     else:
         editing.write_new(path, result)
     render.line(f"added job {name} to {path}")
+    _nudge_daemon()
+
+
+@app.command("set")
+def set_keys(
+    name: Annotated[str, typer.Argument(metavar="JOB", help="The job to change.")],
+    assignments: Annotated[
+        list[str], typer.Argument(metavar="KEY=VALUE...", help="Keys to set.", show_default=False)
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Set keys of a job: cronflow set backup retries=3.
+
+    VALUE is read as TOML when it parses as TOML (3, true, ["a", "b"]), else as a string
+    (90s, /usr/bin). A dotted KEY sets one entry of a table: env.PATH=/usr/bin. The result is
+    validated first and written atomically; every other byte of the file stays as it was.
+
+    Example: cronflow set backup retries=3 timeout=2h env.RESTIC_REPOSITORY=/srv/restic
+    """
+    from cronflow import editing, setting
+    from cronflow.config import read_job_file
+
+    path = _Paths.config(config)
+    text = read_job_file(path)
+    result = setting.set_keys(text, name, setting.parse_assignments(assignments, "set"), str(path))
+    editing.write_atomic(path, result, expected=text)
+    render.line(f"changed job {name} in {path}")
+    _nudge_daemon()
+
+
+@app.command("unset")
+def unset_keys(
+    name: Annotated[str, typer.Argument(metavar="JOB", help="The job to change.")],
+    keys: Annotated[
+        list[str], typer.Argument(metavar="KEY...", help="Keys to remove.", show_default=False)
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Remove keys from a job, back to their defaults: cronflow unset backup timeout.
+
+    The result is validated first (`command` cannot go) and written atomically.
+
+    Example: cronflow unset backup timeout env.DEBUG
+    """
+    from cronflow import editing, setting
+    from cronflow.config import read_job_file
+
+    path = _Paths.config(config)
+    text = read_job_file(path)
+    parsed = list(dict.fromkeys(setting.parse_key(k, "unset") for k in keys))
+    editing.write_atomic(path, setting.unset_keys(text, name, parsed, str(path)), expected=text)
+    render.line(f"changed job {name} in {path}")
     _nudge_daemon()
 
 

@@ -511,11 +511,13 @@ def _timezone(_: _Checker, value: Any) -> ZoneInfo:
 
 
 def _after(_: _Checker, value: Any) -> tuple[str, ...]:
+    # One upstream may be written as a string (`after = "up"`), as `command` takes a string
+    # or a list: a deliberate convenience (README), not an accident of the checker.
     if isinstance(value, str):
         value = [value]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
-    raise ValueError(f"must be a list of job names, got {value!r}")
+    raise ValueError(f'must be a job name or a list of job names (after = ["up"]), got {value!r}')
 
 
 def _env(_: _Checker, value: Any) -> dict[str, str]:
