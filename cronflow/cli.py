@@ -708,9 +708,6 @@ def add(
     atomic write. Keys without an option of their own: --set KEY=VALUE, where VALUE is read as
     TOML when it parses as TOML (3, true, ["a"]), else as a string; env.PATH=/usr/bin sets one
     variable.
-
-    Example: cronflow add backup --command 'restic backup ~/docs' --schedule '0 3 * * *'
-    --retries 2 --set retry_backoff=1.5
     """
     from cronflow import editing, setting
     from cronflow.config import read_job_file
@@ -771,13 +768,11 @@ def set_keys(
     ],
     config: ConfigOption = None,
 ) -> None:
-    """Set keys of a job: cronflow set backup retries=3.
+    """Set keys of a job, validated, keeping the rest of the file.
 
     VALUE is read as TOML when it parses as TOML (3, true, ["a", "b"]), else as a string
     (90s, /usr/bin). A dotted KEY sets one entry of a table: env.PATH=/usr/bin. The result is
     validated first and written atomically; every other byte of the file stays as it was.
-
-    Example: cronflow set backup retries=3 timeout=2h env.RESTIC_REPOSITORY=/srv/restic
     """
     from cronflow import editing, setting
     from cronflow.config import read_job_file
@@ -798,11 +793,9 @@ def unset_keys(
     ],
     config: ConfigOption = None,
 ) -> None:
-    """Remove keys from a job, back to their defaults: cronflow unset backup timeout.
+    """Remove keys from a job, back to their defaults.
 
     The result is validated first (`command` cannot go) and written atomically.
-
-    Example: cronflow unset backup timeout env.DEBUG
     """
     from cronflow import editing, setting
     from cronflow.config import read_job_file
@@ -956,6 +949,79 @@ def _open_store_if_exists(*, readonly: bool) -> "Store | None":
     from cronflow.store import Store
 
     return Store(path, readonly=readonly)
+
+
+# One line each in `cronflow --help` (click cuts longer first sentences with "..."), and an
+# example at the end of each command's own --help. A new command adds its entry here;
+# tests/test_help.py checks that every command has both and that the list fits 80 columns.
+SHORT_HELP = {
+    "validate": "Check the job file, every problem with file:line",
+    "list": "Jobs, their schedules, next fires and last status",
+    "next": "The next fire times of a job's flow",
+    "run": "Run a job's flow now, or backfill a time range",
+    "history": "Past runs, newest first",
+    "logs": "Output of a job's latest run, or of a run",
+    "daemon": "Run the scheduler in the foreground",
+    "status": "Daemon, job file, running jobs, failures, next fires",
+    "pause": "Stop the daemon firing a job's flow",
+    "resume": "Let the daemon fire a paused flow again",
+    "prune": "Drop old runs and their logs now",
+    "worker": "Run a Celery worker for remote attempts",
+    "workers": "Live workers and what they run",
+    "init": "Write a commented starter job file",
+    "add": "Add a job (any key: --set KEY=VALUE)",
+    "set": "Set keys of a job: set backup retries=3",
+    "unset": "Remove keys from a job",
+    "remove": "Remove a job",
+    "edit": "Edit the job file; saved only when valid",
+    "import-crontab": "Turn a crontab into jobs",
+    "systemd": "Run the daemon or a worker under systemd",
+    "systemd install": "Write the systemd user unit",
+}
+EXAMPLES = {
+    "validate": "cronflow validate",
+    "list": "cronflow list --json",
+    "next": "cronflow next backup -n 3 --from 2026-03-28",
+    "run": "cronflow run extract --from 2026-11-01 --to 2026-11-07 --parallel 4",
+    "history": "cronflow history backup --status failed --since 7d",
+    "logs": "cronflow logs backup -n 50 -f",
+    "daemon": "cronflow daemon",
+    "status": "cronflow status",
+    "pause": "cronflow pause backup",
+    "resume": "cronflow resume backup",
+    "prune": "cronflow prune --older-than 30d",
+    "worker": "cronflow worker --queue gpu --concurrency 2",
+    "workers": "cronflow workers",
+    "init": "cronflow init",
+    "add": "cronflow add backup --command 'restic backup ~/docs' --schedule @daily \\\n"
+    "      --retries 2 --set retry_backoff=1.5 --env-file ~/.config/restic.env",
+    "set": "cronflow set backup retries=3 timeout=2h env.RESTIC_REPOSITORY=/srv/restic",
+    "unset": "cronflow unset backup timeout env.DEBUG",
+    "remove": "cronflow remove backup",
+    "edit": "EDITOR=nano cronflow edit",
+    "import-crontab": "crontab -l | cronflow import-crontab - --write",
+    "systemd install": "cronflow systemd install --print",
+}
+
+
+def _command_name(info: Any) -> str:
+    return info.name or info.callback.__name__.replace("_", "-")
+
+
+def _add_short_helps_and_examples() -> None:
+    """Fill in SHORT_HELP and EXAMPLES on the registered commands (before typer builds them)."""
+    groups = [("", app), *((f"{g.name} ", g.typer_instance) for g in app.registered_groups)]
+    for prefix, group in groups:
+        for info in group.registered_commands:
+            name = prefix + _command_name(info)
+            info.short_help = info.short_help or SHORT_HELP.get(name)
+            if name in EXAMPLES and not info.epilog:
+                info.epilog = f"\b\nExample:\n  {EXAMPLES[name]}"
+    for g in app.registered_groups:
+        g.short_help = g.short_help or SHORT_HELP.get(g.name or "")
+
+
+_add_short_helps_and_examples()
 
 
 def main() -> None:
