@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion: bash, zsh, fish
     no_args_is_help=True,
     help="cronflow: cron schedules with flows, retries, history and logs.",
 )
@@ -1022,6 +1022,45 @@ def _add_short_helps_and_examples() -> None:
 
 
 _add_short_helps_and_examples()
+
+# Commands whose first argument is a job: the shell completes it with the job file's names.
+JOB_ARGUMENT_COMMANDS = (
+    "run", "logs", "history", "pause", "resume", "remove", "why", "next", "set", "unset",
+    "trigger",
+)  # fmt: skip
+
+
+def _complete_job(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Job names from the job file (--config on the line, else the default one) that start
+    with what is typed. Runs on every <Tab>: reads the file with tomli alone, never the
+    store, rich or the schedule parser, and fails silently (a completion has no error)."""
+    import tomli
+
+    given = ctx.params.get("config") or (ctx.parent.params.get("config") if ctx.parent else None)
+    try:
+        jobs = tomli.loads(_Paths.config(given).read_text()).get("jobs", {})
+    except (OSError, ValueError):
+        return []
+    return [name for name in jobs if isinstance(name, str) and name.startswith(incomplete)]
+
+
+def _complete_job_arguments() -> None:
+    """Attach `_complete_job` to the first argument of each command in JOB_ARGUMENT_COMMANDS,
+    here in one place, so that a new command that takes a JOB only needs its name listed."""
+    import inspect
+
+    for info in app.registered_commands:
+        if _command_name(info) not in JOB_ARGUMENT_COMMANDS:
+            continue
+        for parameter in inspect.signature(info.callback).parameters.values():
+            meta = getattr(parameter.annotation, "__metadata__", ())
+            argument = next((m for m in meta if isinstance(m, typer.models.ArgumentInfo)), None)
+            if argument is not None:
+                argument.autocompletion = argument.autocompletion or _complete_job
+                break
+
+
+_complete_job_arguments()
 
 
 def main() -> None:
