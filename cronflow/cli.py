@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion: bash, zsh, fish
     no_args_is_help=True,
     help="cronflow: cron schedules with flows, retries, history and logs.",
 )
@@ -105,7 +105,13 @@ def _now() -> datetime:
 @app.command()
 def validate(config: ConfigOption = None) -> None:
     """Check the job file; print every problem with file:line (exit 2 if any)."""
-    cfg = _load(config)
+    from cronflow.config import env_file_problems, parse_config, read_job_file
+
+    path = _Paths.config(config)
+    text = read_job_file(path)
+    cfg = parse_config(text, str(path))
+    if problems := env_file_problems(cfg, text):  # read at each run; checked here too
+        raise ConfigError(problems)
     render.line(f"OK: {len(cfg.jobs)} jobs in {len(cfg.flows)} flows ({cfg.path})")
 
 
@@ -712,22 +718,87 @@ def add(
     description: Annotated[
         str | None, typer.Option("--description", help="Shown by `cronflow list`.")
     ] = None,
+    retry_delay: Annotated[
+        str | None, typer.Option("--retry-delay", help="Wait before the first retry (30s).")
+    ] = None,
+    timezone: Annotated[
+        str | None, typer.Option("--timezone", help="IANA zone the schedule is read in.")
+    ] = None,
+    workdir: Annotated[
+        str | None, typer.Option("--workdir", help="Folder the job runs in.")
+    ] = None,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", help="KEY=VALUE for the job (repeatable).")
+    ] = None,
+    env_file: Annotated[
+        list[str] | None,
+        typer.Option("--env-file", help="A dotenv file of secrets, masked in logs (repeatable)."),
+    ] = None,
+    overlap: Annotated[str | None, typer.Option("--overlap", help="skip, queue or allow.")] = None,
+    catchup: Annotated[str | None, typer.Option("--catchup", help="none, latest or all.")] = None,
+    run_if: Annotated[
+        str | None, typer.Option("--run-if", help="success, failure or always.")
+    ] = None,
+    on_success: Annotated[
+        str | None, typer.Option("--on-success", help="Shell command run when the job succeeds.")
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", metavar="KEY=VALUE", help="Any job key (repeatable): retry_backoff=1.5."
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the table it would add; write nothing.")
     ] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Add [jobs.NAME] to the job file (created if missing), keeping the rest as it is."""
-    from cronflow import editing
+    """Add a job to the job file, keeping the rest as it is.
+
+    Adds [jobs.NAME] (the file is created if missing); the result is validated before an
+    atomic write. Keys without an option of their own: --set KEY=VALUE, where VALUE is read as
+    TOML when it parses as TOML (3, true, ["a"]), else as a string; env.PATH=/usr/bin sets one
+    variable.
+    """
+    from cronflow import editing, setting
     from cronflow.config import read_job_file
 
     path = _Paths.config(config)
     exists = path.exists()
     text = read_job_file(path) if exists else ""
     upstreams = tuple(a.strip() for value in after or () for a in value.split(",") if a.strip())
+    named = {  # the options for keys that NewJob has no field of its own for
+        "retry_delay": int(retry_delay) if retry_delay and retry_delay.isdigit() else retry_delay,
+        "timezone": timezone,
+        "workdir": workdir,
+        "overlap": overlap,
+        "catchup": catchup,
+        "run_if": run_if,
+        "on_success": on_success,
+        "env_file": env_file[0] if env_file and len(env_file) == 1 else env_file or None,
+    }
+    given = [((key,), value) for key, value in named.items() if value is not None]
+    for entry in env or ():
+        variable, eq, value = entry.partition("=")
+        if not eq:
+            raise CronflowError(f"--env: expected KEY=VALUE, got {entry!r}", 2)
+        given.append((("env", variable), value))  # always a string: env values are
+    taken = {k[0] for k, _ in given} | {
+        key
+        for key, value in (
+            ("command", command), ("schedule", schedule), ("after", after), ("retries", retries),
+            ("timeout", timeout), ("on_failure", on_failure), ("description", description),
+        )
+        if value
+    }  # fmt: skip
+    for each in setting.parse_assignments(sets or ()):
+        if each.key[0] in taken and not (each.key[0] == "env" and len(each.key) > 1):
+            raise CronflowError(f"--set: {each.name} is also given as an option", 2)
+        given.append((each.key, each.value))
     job = editing.NewJob(
-        name, command, schedule, upstreams, retries, timeout, on_failure, description
-    )
+        name, command, schedule, upstreams, retries, timeout, on_failure, description,
+        extra=tuple(given),
+    )  # fmt: skip
     result = editing.add_job(text, job, str(path))
     if dry_run:
         render.line(editing.job_block(job).rstrip("\n"))
@@ -737,6 +808,54 @@ def add(
     else:
         editing.write_new(path, result)
     render.line(f"added job {name} to {path}")
+    _nudge_daemon()
+
+
+@app.command("set")
+def set_keys(
+    name: Annotated[str, typer.Argument(metavar="JOB", help="The job to change.")],
+    assignments: Annotated[
+        list[str], typer.Argument(metavar="KEY=VALUE...", help="Keys to set.", show_default=False)
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Set keys of a job, validated, keeping the rest of the file.
+
+    VALUE is read as TOML when it parses as TOML (3, true, ["a", "b"]), else as a string
+    (90s, /usr/bin). A dotted KEY sets one entry of a table: env.PATH=/usr/bin. The result is
+    validated first and written atomically; every other byte of the file stays as it was.
+    """
+    from cronflow import editing, setting
+    from cronflow.config import read_job_file
+
+    path = _Paths.config(config)
+    text = read_job_file(path)
+    result = setting.set_keys(text, name, setting.parse_assignments(assignments, "set"), str(path))
+    editing.write_atomic(path, result, expected=text)
+    render.line(f"changed job {name} in {path}")
+    _nudge_daemon()
+
+
+@app.command("unset")
+def unset_keys(
+    name: Annotated[str, typer.Argument(metavar="JOB", help="The job to change.")],
+    keys: Annotated[
+        list[str], typer.Argument(metavar="KEY...", help="Keys to remove.", show_default=False)
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Remove keys from a job, back to their defaults.
+
+    The result is validated first (`command` cannot go) and written atomically.
+    """
+    from cronflow import editing, setting
+    from cronflow.config import read_job_file
+
+    path = _Paths.config(config)
+    text = read_job_file(path)
+    parsed = list(dict.fromkeys(setting.parse_key(k, "unset") for k in keys))
+    editing.write_atomic(path, setting.unset_keys(text, name, parsed, str(path)), expected=text)
+    render.line(f"changed job {name} in {path}")
     _nudge_daemon()
 
 
@@ -881,6 +1000,118 @@ def _open_store_if_exists(*, readonly: bool) -> "Store | None":
     from cronflow.store import Store
 
     return Store(path, readonly=readonly)
+
+
+# One line each in `cronflow --help` (click cuts longer first sentences with "..."), and an
+# example at the end of each command's own --help. A new command adds its entry here;
+# tests/test_help.py checks that every command has both and that the list fits 80 columns.
+SHORT_HELP = {
+    "validate": "Check the job file, every problem with file:line",
+    "list": "Jobs, their schedules, next fires and last status",
+    "next": "The next fire times of a job's flow",
+    "run": "Run a job's flow now, or backfill a time range",
+    "history": "Past runs, newest first",
+    "logs": "Output of a job's latest run, or of a run",
+    "daemon": "Run the scheduler in the foreground",
+    "status": "Daemon, job file, running jobs, failures, next fires",
+    "pause": "Stop the daemon firing a job's flow",
+    "resume": "Let the daemon fire a paused flow again",
+    "prune": "Drop old runs and their logs now",
+    "worker": "Run a Celery worker for remote attempts",
+    "workers": "Live workers and what they run",
+    "init": "Write a commented starter job file",
+    "add": "Add a job (any key: --set KEY=VALUE)",
+    "set": "Set keys of a job: set backup retries=3",
+    "unset": "Remove keys from a job",
+    "remove": "Remove a job",
+    "edit": "Edit the job file; saved only when valid",
+    "import-crontab": "Turn a crontab into jobs",
+    "systemd": "Run the daemon or a worker under systemd",
+    "systemd install": "Write the systemd user unit",
+}
+EXAMPLES = {
+    "validate": "cronflow validate",
+    "list": "cronflow list --json",
+    "next": "cronflow next backup -n 3 --from 2026-03-28",
+    "run": "cronflow run extract --from 2026-11-01 --to 2026-11-07 --parallel 4",
+    "history": "cronflow history backup --status failed --since 7d",
+    "logs": "cronflow logs backup -n 50 -f",
+    "daemon": "cronflow daemon",
+    "status": "cronflow status",
+    "pause": "cronflow pause backup",
+    "resume": "cronflow resume backup",
+    "prune": "cronflow prune --older-than 30d",
+    "worker": "cronflow worker --queue gpu --concurrency 2",
+    "workers": "cronflow workers",
+    "init": "cronflow init",
+    "add": "cronflow add backup --command 'restic backup ~/docs' --schedule @daily \\\n"
+    "      --retries 2 --set retry_backoff=1.5 --env-file ~/.config/restic.env",
+    "set": "cronflow set backup retries=3 timeout=2h env.RESTIC_REPOSITORY=/srv/restic",
+    "unset": "cronflow unset backup timeout env.DEBUG",
+    "remove": "cronflow remove backup",
+    "edit": "EDITOR=nano cronflow edit",
+    "import-crontab": "crontab -l | cronflow import-crontab - --write",
+    "systemd install": "cronflow systemd install --print",
+}
+
+
+def _command_name(info: Any) -> str:
+    return info.name or info.callback.__name__.replace("_", "-")
+
+
+def _add_short_helps_and_examples() -> None:
+    """Fill in SHORT_HELP and EXAMPLES on the registered commands (before typer builds them)."""
+    groups = [("", app), *((f"{g.name} ", g.typer_instance) for g in app.registered_groups)]
+    for prefix, group in groups:
+        for info in group.registered_commands:
+            name = prefix + _command_name(info)
+            info.short_help = info.short_help or SHORT_HELP.get(name)
+            if name in EXAMPLES and not info.epilog:
+                info.epilog = f"\b\nExample:\n  {EXAMPLES[name]}"
+    for g in app.registered_groups:
+        g.short_help = g.short_help or SHORT_HELP.get(g.name or "")
+
+
+_add_short_helps_and_examples()
+
+# Commands whose first argument is a job: the shell completes it with the job file's names.
+JOB_ARGUMENT_COMMANDS = (
+    "run", "logs", "history", "pause", "resume", "remove", "why", "next", "set", "unset",
+    "trigger",
+)  # fmt: skip
+
+
+def _complete_job(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Job names from the job file (--config on the line, else the default one) that start
+    with what is typed. Runs on every <Tab>: reads the file with tomli alone, never the
+    store, rich or the schedule parser, and fails silently (a completion has no error)."""
+    import tomli
+
+    given = ctx.params.get("config") or (ctx.parent.params.get("config") if ctx.parent else None)
+    try:
+        jobs = tomli.loads(_Paths.config(given).read_text()).get("jobs", {})
+    except (OSError, ValueError):
+        return []
+    return [name for name in jobs if isinstance(name, str) and name.startswith(incomplete)]
+
+
+def _complete_job_arguments() -> None:
+    """Attach `_complete_job` to the first argument of each command in JOB_ARGUMENT_COMMANDS,
+    here in one place, so that a new command that takes a JOB only needs its name listed."""
+    import inspect
+
+    for info in app.registered_commands:
+        if _command_name(info) not in JOB_ARGUMENT_COMMANDS:
+            continue
+        for parameter in inspect.signature(info.callback).parameters.values():
+            meta = getattr(parameter.annotation, "__metadata__", ())
+            argument = next((m for m in meta if isinstance(m, typer.models.ArgumentInfo)), None)
+            if argument is not None:
+                argument.autocompletion = argument.autocompletion or _complete_job
+                break
+
+
+_complete_job_arguments()
 
 
 def main() -> None:

@@ -72,6 +72,8 @@ class Job:
     on_missed: str | None = None  # hook: the daemon recorded fires of this job as missed
     depends_on_past: bool = False  # run only if the run for the previous fire succeeded
     grace: float | None = None  # `cronflow check`: None means one period, at least 5m
+    # Absolute paths of dotenv files, read at each attempt; their values are masked (envfile).
+    env_file: tuple[str, ...] = ()
 
     def argv(self) -> list[str]:
         """The argv that runs this job: `shell -c STRING`, or the list as given."""
@@ -516,11 +518,13 @@ def _timezone(_: _Checker, value: Any) -> ZoneInfo:
 
 
 def _after(_: _Checker, value: Any) -> tuple[str, ...]:
+    # One upstream may be written as a string (`after = "up"`), as `command` takes a string
+    # or a list: a deliberate convenience (README), not an accident of the checker.
     if isinstance(value, str):
         value = [value]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
-    raise ValueError(f"must be a list of job names, got {value!r}")
+    raise ValueError(f'must be a job name or a list of job names (after = ["up"]), got {value!r}')
 
 
 def _env(_: _Checker, value: Any) -> dict[str, str]:
@@ -578,6 +582,33 @@ def _secret_file(c: _Checker, value: Any) -> str:
     return os.path.abspath(path)
 
 
+def _env_file(c: _Checker, value: Any) -> tuple[str, ...]:
+    paths = [value] if isinstance(value, str) else value
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p.strip() for p in paths):
+        raise ValueError(
+            f'must be a path or a list of paths, like env_file = "~/.config/app.env", got {value!r}'
+        )
+    return tuple(os.path.abspath(c.folder / os.path.expanduser(p)) for p in paths)
+
+
+def env_file_problems(config: Config, text: str) -> list[Problem]:
+    """The env files of `config` that are missing or unsafe, each once, located at the
+    `env_file` key that names it (the job's, else [defaults]'). For `validate`: loading a
+    job file reads no env file, the attempts do, at each run."""
+    from cronflow import envfile
+
+    lines = _key_lines(text)
+    found: dict[tuple[str, str], Problem] = {}
+    for name, job in config.jobs.items():
+        key = f"jobs.{name}.env_file"
+        if key not in lines and "defaults.env_file" in lines:
+            key = "defaults.env_file"
+        for path in job.env_file:
+            if (path, key) not in found and (message := envfile.check(path)):
+                found[(path, key)] = Problem(config.path, lines.get(key), key, message)
+    return list(found.values())
+
+
 def _size(_: _Checker, value: Any) -> int:
     size = parse_size(value)
     if size > MAX_LOG_BYTES:
@@ -614,6 +645,7 @@ _KEYS: dict[str, Any] = {
     "on_missed": _nonempty,
     "depends_on_past": _bool,
     "grace": _duration,
+    "env_file": _env_file,
 }
 
 _EXECUTOR_KEYS: dict[str, Any] = {

@@ -67,6 +67,9 @@ class NewJob:
     timeout: str | None = None
     on_failure: str | None = None
     description: str | None = None
+    # Any other keys (the other options of `add`, and `--set KEY=VALUE`), in order:
+    # (("env", "PATH"), "/usr/bin") sets env.PATH.
+    extra: tuple[tuple[tuple[str, ...], Any], ...] = ()
 
 
 # Which command-line option each key of a new job came from, to say where a problem is.
@@ -105,11 +108,55 @@ def job_block(job: NewJob) -> str:
         table.add("timeout", int(job.timeout) if job.timeout.isdigit() else job.timeout)
     if job.on_failure is not None:
         table.add("on_failure", toml_string(job.on_failure))
+    for key, value in job.extra:
+        try:
+            set_in(table, key, value)
+        except ValueError as exc:
+            raise CronflowError(f"--set {'.'.join(key)}: {exc}", 2) from None
     doc = tomlkit.document()
     jobs = tomlkit.table(is_super_table=True)
     jobs.add(job.name, table)
     doc.add("jobs", jobs)
     return doc.as_string().lstrip("\n")
+
+
+def set_in(table: Any, key: tuple[str, ...], value: Any) -> None:
+    """Set `key` (a dotted path) to `value` in a tomlkit table, creating inline tables on the
+    way; ValueError when a part of the path holds a value that is not a table."""
+    import tomlkit
+
+    head, *rest = key
+    if not rest:
+        item = toml_string(value) if isinstance(value, str) else tomlkit.item(value)
+        if head in table or not _insert_after_last_key(table, head, item):
+            table[head] = item
+        return
+    inner = table.get(head)
+    if inner is None:  # filled before it is attached, so that tomlkit lays out the line whole
+        fresh = tomlkit.inline_table()
+        set_in(fresh, tuple(rest), value)
+        table[head] = fresh
+    elif isinstance(inner, dict):
+        set_in(inner, tuple(rest), value)
+    else:
+        raise ValueError(f"{head} is not a table")
+
+
+def _insert_after_last_key(table: Any, key: str, item: Any) -> bool:
+    """Put a new key right after the table's last key rather than at the very end of its body:
+    tomlkit counts the blank lines and comments before the next table as part of this one, and
+    a comment like "# the report follows" must stay above the table it introduces."""
+    from tomlkit.items import AoT, Table
+
+    container = getattr(table, "value", None) if isinstance(table, Table) else None
+    body = getattr(container, "body", None)
+    if container is None or body is None or not hasattr(container, "_insert_after"):
+        return False
+    keys = [k for k, i in body if k is not None and not isinstance(i, Table | AoT)]
+    if not keys:
+        return False
+    container._insert_after(keys[-1], key, item)  # tomlkit 0.13-0.15; else appended
+    return True
 
 
 def toml_string(value: str) -> Any:
@@ -165,7 +212,7 @@ def _where(problem: Problem, name: str) -> str:
         return f"{name}: {problem.message}"
     if key.startswith(f"jobs.{name}."):
         option = key.removeprefix(f"jobs.{name}.").split(".")[0]
-        return f"{_OPTIONS.get(option, option)}: {problem.message}"
+        return f"{_OPTIONS.get(option, '--set ' + option)}: {problem.message}"
     return str(problem)
 
 

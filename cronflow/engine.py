@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from cronflow import flows
+from cronflow import envfile, flows
 from cronflow.clock import Clock
 from cronflow.errors import CronflowError, Detached
+from cronflow.logcap import TAIL_BYTES
 from cronflow.runner import AttemptResult, Command, run_attempt
 
 if TYPE_CHECKING:
@@ -257,13 +258,23 @@ class Engine:
         self.observer.status(job, run_id, status, note or "")
 
     def environment(
-        self, job: Job, plan: FlowRun, run_id: int, attempt: int, here: bool = True
+        self,
+        job: Job,
+        plan: FlowRun,
+        run_id: int,
+        attempt: int,
+        here: bool = True,
+        files: Mapping[str, str] | None = None,
     ) -> dict[str, str]:
-        """The daemon's environment (for an attempt that runs here), then `env`, then the
-        CRONFLOW_* variables (SPEC §5). A worker lays it over its own environment."""
+        """The daemon's environment (for an attempt that runs here), then the `env_file`
+        values (`files`, else read now), then `env`, then the CRONFLOW_* variables (SPEC §5).
+        A worker lays it over its own environment."""
         logical = plan.logical_time.astimezone(job.timezone)
+        if files is None:
+            files = envfile.read_all(job.env_file)
         return {
             **(self._base_env if here else {}),
+            **files,
             **job.env,
             "CRONFLOW_JOB": job.name,
             "CRONFLOW_RUN_ID": str(run_id),
@@ -298,6 +309,21 @@ class _JobRun:
         self.cpu = 0.0
         self.rss = 0
         self.host: str | None = None  # where the last attempt ran, when not here
+        # The env_file values of the latest attempt (re-read at each one) and their mask: what
+        # the job prints of them is stored and shown as ***, its hooks' output too.
+        self.files: dict[str, str] = {}
+        self.masker = envfile.Masker()
+
+    def _read_env_files(self) -> None:
+        """Read the job's env files now (a rotated token needs no reload); CronflowError if
+        one is missing or unsafe."""
+        self.files = envfile.read_all(self.job.env_file)
+        self.masker = envfile.Masker.of(self.files)
+
+    def _status(self, status: str, detail: str | None) -> None:
+        """Tell the observer (live `run` output, the daemon's log), secrets masked."""
+        detail = self.masker.mask_text(detail) or ""
+        self.engine.observer.status(self.job.name, self.run_id, status, detail)
 
     async def run(self) -> str:
         job, engine = self.job, self.engine
@@ -326,18 +352,14 @@ class _JobRun:
                 break
             wait = job.retry_wait(attempts)
             self.store.update_run(self.run_id, status="retrying")
-            engine.observer.status(
-                job.name,
-                self.run_id,
-                "retrying",
-                f"attempt {attempts} {result.status}; retry in {wait:g}s",
-            )
+            self._status("retrying", f"attempt {attempts} {result.status}; retry in {wait:g}s")
             await self._hook("on_retry", attempts, result)
             await _sleep_unless(wait, engine.stop, engine.drain)
         status = self._final_status(result, attempts)
         note = _failure_note(result, job) if status != "success" else None
         if result is not None and status == "canceled" and result.status != "canceled":
             note = f"stopped before a retry; last attempt: {note}"
+        note = self.masker.mask_text(note)
         engine.record_end(
             self.run_id,
             status=status,
@@ -349,7 +371,7 @@ class _JobRun:
             cpu_seconds=self.cpu if result else None,
             max_rss_kb=self.rss if result else None,
         )
-        engine.observer.status(job.name, self.run_id, status, note or "")
+        self._status(status, note)
         if result is not None:
             hook = "on_success" if status == "success" else "on_failure"
             await self._hook(hook, attempts, result, status)
@@ -374,16 +396,21 @@ class _JobRun:
             now = engine.clock.now()
             problem = engine.remote_problem or "remote execution is not set up"
             return AttemptResult("failed", None, now, now, None, None, b"", problem)
+        try:
+            self._read_env_files()
+        except CronflowError as exc:  # the attempt fails with the reason; retries apply
+            now = engine.clock.now()
+            return AttemptResult("failed", None, now, now, None, None, b"", exc.message)
         command = Command(
             argv=job.argv(),
-            env=engine.environment(job, self.plan, self.run_id, attempt, here=here),
+            env=engine.environment(job, self.plan, self.run_id, attempt, here, self.files),
             cwd=job.workdir,
             timeout=job.timeout,
             kill_grace=job.kill_grace,
             max_log_bytes=job.max_log_bytes,
             marker=marker(job, self.run_id, self.plan.logical_time, attempt),
         )
-        with _OutputWriter(engine, job.name, self.run_id, attempt) as sink:
+        with _OutputWriter(engine, job.name, self.run_id, attempt, masker=self.masker) as sink:
             if here:
                 result = await engine._run(
                     command, sink.add, engine.stop, engine.clock, on_start=self._started(attempt)
@@ -425,14 +452,18 @@ class _JobRun:
             self.store.attempt_started_remote(
                 self.run_id, attempt, self.engine.clock.now(), host, pgid, pgid_start
             )
-            self.engine.observer.status(self.job.name, self.run_id, "running", f"on {host}")
+            self._status("running", f"on {host}")
 
         return started
 
     async def _follow(self, attempt: int, remote_id: str) -> AttemptResult:
         """An attempt a previous daemon sent: follow it to its end (see FlowRun.attach)."""
         assert self.engine.remote is not None
-        with _OutputWriter(self.engine, self.job.name, self.run_id, attempt) as sink:
+        with contextlib.suppress(CronflowError):  # unreadable now: nothing more to mask by
+            self._read_env_files()
+        with _OutputWriter(
+            self.engine, self.job.name, self.run_id, attempt, masker=self.masker
+        ) as sink:
             result = await self.engine.remote.attach(
                 remote_id,
                 self.job.kill_grace,
@@ -470,18 +501,20 @@ class _JobRun:
         try:
             await self._run_hook(hook, attempt, result, status)
         except CronflowError as exc:  # the store refused a write: the run's status stands
-            note = f"{hook} cronflow error: {exc.message}"
-            self.engine.observer.status(self.job.name, self.run_id, "hook_failed", note)
+            self._status("hook_failed", f"{hook} cronflow error: {exc.message}")
 
     async def _run_hook(
         self, hook: str, attempt: int, result: AttemptResult, status: str | None
     ) -> None:
-        env = self.engine.environment(self.job, self.plan, self.run_id, attempt)
+        # The env files as the attempt it follows saw them: a hook is the alert, it runs even
+        # when they became unreadable since.
+        env = self.engine.environment(self.job, self.plan, self.run_id, attempt, files=self.files)
+        tail = self.masker.mask_tail(result.tail, cut=len(result.tail) >= TAIL_BYTES)
         env.update(
             CRONFLOW_STATUS=status or result.status,
             CRONFLOW_EXIT_CODE="" if result.exit_code is None else str(result.exit_code),
             CRONFLOW_DURATION=f"{(result.finished_at - result.started_at).total_seconds():.3f}",
-            CRONFLOW_LOG_TAIL=result.tail.decode("utf-8", "replace"),
+            CRONFLOW_LOG_TAIL=tail.decode("utf-8", "replace"),
             CRONFLOW_HOST=result.host or _this_host(),
         )
         await self._run_hook_with(hook, attempt, env)
@@ -521,24 +554,33 @@ class _JobRun:
             max_log_bytes=self.job.max_log_bytes,
         )
         with _OutputWriter(
-            engine, f"{self.job.name}:{hook}", self.run_id, attempt, hook_id
+            engine, f"{self.job.name}:{hook}", self.run_id, attempt, hook_id, masker=self.masker
         ) as sink:
             # A hook is not stopped by a shutdown: it is short, bounded, and often the alert.
             outcome = await engine._run(command, sink.add, None, engine.clock)
         self.store.finish_hook(hook_id, outcome.finished_at, outcome.exit_code)
         if outcome.status != "success":
-            engine.observer.status(
-                self.job.name, self.run_id, "hook_failed", f"{hook} {_failure_note(outcome)}"
-            )
+            self._status("hook_failed", f"{hook} {_failure_note(outcome)}")
 
 
 class _OutputWriter:
-    """Batches output lines into the store: at most every FLUSH_SECONDS, and at the end."""
+    """Batches output lines into the store: at most every FLUSH_SECONDS, and at the end.
+
+    Every line, from this machine or a worker, passes here: `masker` writes *** in place of
+    env_file values before anything stores or shows it.
+    """
 
     def __init__(
-        self, engine: Engine, label: str, run_id: int, attempt: int, hook_id: int | None = None
+        self,
+        engine: Engine,
+        label: str,
+        run_id: int,
+        attempt: int,
+        hook_id: int | None = None,
+        masker: envfile.Masker | None = None,
     ) -> None:
         self.engine = engine
+        self.masker = masker
         self.label = label
         self.run_id = run_id
         self.attempt = attempt
@@ -547,6 +589,8 @@ class _OutputWriter:
         self.timer: asyncio.TimerHandle | None = None
 
     def add(self, stream: str, at: datetime, data: bytes) -> None:
+        if self.masker:
+            data = self.masker.mask(data)
         self.rows.append((self.run_id, self.attempt, stream, at, data, self.hook_id))
         self.engine.observer.output(self.label, stream, data)
         if len(self.rows) >= FLUSH_ROWS:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime, tzinfo
 from typing import Any
 
+from cronflow.columns import Cell, Column, fit, time_cell
 from cronflow.units import format_duration
 
 
@@ -26,12 +27,34 @@ def console(stderr: bool = False) -> Any:
     return Console(stderr=stderr, highlight=False, no_color="NO_COLOR" in os.environ or None)
 
 
+def terminal_width() -> int | None:
+    """Columns of the terminal stdout is on; None when piped (scripts get every column)."""
+    if not is_terminal():
+        return None
+    import shutil
+
+    return shutil.get_terminal_size().columns
+
+
+def fitted_table(
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[Cell]],
+    title: str | None = None,
+    width: int | None = -1,
+) -> None:
+    """A table fitted to `width` (default: the terminal's; see cronflow.columns)."""
+    names, texts = fit(columns, rows, terminal_width() if width == -1 else width)
+    table(names, texts, title)
+
+
 def table(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str | None = None) -> None:
     """A table: rich on a terminal, tab-free aligned plain text when piped."""
     if is_terminal():
         from rich.table import Table
 
-        rich_table = Table(*columns, title=title, title_justify="left", box=None)
+        rich_table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+        for column in columns:
+            rich_table.add_column(column, no_wrap=True)  # fitted before: never wrap a time
         for row in rows:
             rich_table.add_row(*row)
         console().print(rich_table)
@@ -110,12 +133,17 @@ def relative(moment: datetime, now: datetime) -> str:
     return f"{format_duration(-seconds)} ago"
 
 
-def job_table(views: Sequence[Any], now: datetime) -> None:
-    """`cronflow list`."""
-    rows = []
+def job_table(views: Sequence[Any], now: datetime, width: int | None = -1) -> None:
+    """`cronflow list`; DESCRIPTION only when a job has one. At 80 columns TIMEZONE goes first,
+    then WHEN, SCHEDULE, DESCRIPTION and LAST; JOB and NEXT FIRE stay."""
+    described = any(v.description for v in views)
+    rows: list[list[Cell]] = []
     for v in views:
+        upcoming: Cell
         if v.next_fire is not None:
-            upcoming = f"{when(v.next_fire, v.next_fire.tzinfo)} ({relative(v.next_fire, now)})"
+            upcoming = time_cell(
+                v.next_fire, v.next_fire.tzinfo, now, f" ({relative(v.next_fire, now)})"
+            )
         elif v.paused:
             upcoming = "paused" if v.paused_by == v.name else f"paused by {v.paused_by}"
         elif not v.enabled:
@@ -124,10 +152,22 @@ def job_table(views: Sequence[Any], now: datetime) -> None:
             upcoming = "done"
         else:
             upcoming = "-"
-        rows.append(
-            [v.name, v.schedule or "-", v.meaning, v.timezone, upcoming, v.last_status or "-"]
-        )
-    table(["JOB", "SCHEDULE", "WHEN", "TIMEZONE", "NEXT FIRE", "LAST"], rows)
+        row: list[Cell] = [v.name, v.schedule or "-", v.meaning, v.timezone, upcoming]
+        row.append(v.last_status or "-")
+        if described:
+            row.append(v.description or "")
+        rows.append(row)
+    columns = [
+        Column("JOB"),
+        Column("SCHEDULE", value=30),
+        Column("WHEN", value=20, cut=True),
+        Column("TIMEZONE", value=10),
+        Column("NEXT FIRE"),
+        Column("LAST", value=50),
+    ]
+    if described:
+        columns.append(Column("DESCRIPTION", value=40, cut=True, min_cut=16))
+    fitted_table(columns, rows, width=width)
 
 
 class LiveOutput:
@@ -248,27 +288,41 @@ class BackfillProgress:
             self.bar.stop()
 
 
-def history_table(runs: Sequence[Any], zone: tzinfo) -> None:
-    """`cronflow history`; a HOST column only when a shown run ran on a worker (SPEC §8)."""
+def history_table(
+    runs: Sequence[Any], zone: tzinfo, now: datetime | None = None, width: int | None = -1
+) -> None:
+    """`cronflow history`; a HOST column only when a shown run ran on a worker (SPEC §8).
+    At 80 columns TRIGGER goes first, then ATTEMPTS, STARTED, HOST, EXIT and DURATION."""
+    now = now or datetime.now(zone)
     remote = any(r.host for r in runs)
-    rows = [
+    rows: list[list[Cell]] = [
         [
             str(r.run_id),
             r.job,
-            when(r.logical_time, zone),
+            time_cell(r.logical_time, zone, now),
             r.trigger,
             r.status,
             str(r.attempts),
-            when(r.started_at, zone),
+            time_cell(r.started_at, zone, now),
             _seconds(r.duration),
             "-" if r.exit_code is None else str(r.exit_code),
             *([r.host or "-"] if remote else []),
         ]
         for r in runs
     ]
-    columns = ["RUN", "JOB", "LOGICAL TIME", "TRIGGER", "STATUS", "ATTEMPTS", "STARTED"]
-    columns += ["DURATION", "EXIT", *(["HOST"] if remote else [])]
-    table(columns, rows)
+    columns = [
+        Column("RUN"),
+        Column("JOB"),
+        Column("LOGICAL TIME"),
+        Column("TRIGGER", value=10),
+        Column("STATUS"),
+        Column("ATTEMPTS", value=20),
+        Column("STARTED", value=30),
+        Column("DURATION", value=60),
+        Column("EXIT", value=50),
+        *([Column("HOST", value=40)] if remote else []),
+    ]
+    fitted_table(columns, rows, width=width)
 
 
 def workers_table(workers: Sequence[dict[str, Any]], zone: tzinfo, now: datetime) -> None:
@@ -315,8 +369,11 @@ def _workers_section(report: dict[str, Any], zone: tzinfo) -> None:
         line(f"  {w['hostname']}  queues {', '.join(w['queues'])}  {jobs}  seen {when(beat, zone)}")
 
 
-def status_report(report: dict[str, Any], zone: tzinfo, now: datetime) -> None:
-    """`cronflow status`."""
+def status_report(
+    report: dict[str, Any], zone: tzinfo, now: datetime, width: int | None = -1
+) -> None:
+    """`cronflow status`: the daemon and the job file in lines, then aligned tables of what
+    runs now, recent failures, paused flows and the next fires (times in the local zone)."""
     d = report["daemon"]
     if d["running"]:
         since = datetime.fromisoformat(d["since"]) if d["since"] else None
@@ -330,24 +387,50 @@ def status_report(report: dict[str, Any], zone: tzinfo, now: datetime) -> None:
         ("running now", report["running"]),
         ("recent failures", report["recent_failures"]),
     ):
-        line(f"{title}: {'none' if not runs else ''}".rstrip())
-        for r in runs:
-            logical = when(datetime.fromisoformat(r["logical_time"]), zone)
-            line(
-                f"  {r['run_id']:>6}  {r['job']}  {r['status']}  {logical}"
-                + (f"  on {r['host']}" if r.get("host") else "")
-                + (f"  {r['note']}" if r.get("note") else "")
-            )
+        if not runs:
+            line(f"{title}: none")
+            continue
+        _section(title)
+        remote = any(r.get("host") for r in runs)
+        columns = [
+            Column("RUN"),
+            Column("JOB"),
+            Column("STATUS"),
+            Column("LOGICAL TIME"),
+            *([Column("HOST", value=20)] if remote else []),
+            Column("NOTE", value=10, cut=True, min_cut=20),
+        ]
+        rows = [
+            [
+                str(r["run_id"]),
+                r["job"],
+                r["status"],
+                time_cell(datetime.fromisoformat(r["logical_time"]), zone, now),
+                *([r.get("host") or "-"] if remote else []),
+                r.get("note") or "",
+            ]
+            for r in runs
+        ]
+        fitted_table(columns, rows, width=width)
     if report.get("paused"):
-        held = (f"{p['flow']}" + (f" (by {p['job']})" if p["job"] != p["flow"] else "")
-                for p in report["paused"])  # fmt: skip
-        line("paused flows: " + ", ".join(held))
+        _section("paused flows")
+        rows = [[p["flow"], p["job"]] for p in report["paused"]]
+        fitted_table([Column("FLOW"), Column("PAUSED BY")], rows, width=width)
     if "workers" in report:
         _workers_section(report, zone)
-    line("next fires:" + ("" if report["next"] else " none"))
+    if not report["next"]:
+        line("next fires: none")
+        return
+    _section("next fires")
+    rows = []
     for item in report["next"][:10]:
         moment = datetime.fromisoformat(item["next_fire"])
-        line(f"  {item['job']}  {when(moment, zone)} ({relative(moment, now)})")
+        rows.append([item["job"], time_cell(moment, zone, now), relative(moment, now)])
+    fitted_table([Column("JOB"), Column("NEXT FIRE"), Column("IN", value=10)], rows, width=width)
+
+
+def _section(title: str) -> None:
+    line(f"{title}:")
 
 
 def check_report(report: Any) -> None:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from cronflow import wording
+from cronflow.calendar_words import DAY_NAMES, DAY_WORDS, MONTH_NAMES, MONTH_WORDS
 from cronflow.units import parse_duration
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -46,14 +48,8 @@ _FORMS = (
     + ", @every DURATION, @reboot or @at DATE-TIME"
 )
 
-MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-# Spelled out rather than taken from `calendar`, whose names follow the locale.
-_MONTH_WORDS = ["", "January", "February", "March", "April", "May", "June", "July"]
-_MONTH_WORDS += ["August", "September", "October", "November", "December"]
-_DAY_WORDS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
-_FULL_MONTHS = tuple(m.lower() for m in _MONTH_WORDS[1:])
-_FULL_DAYS = tuple(d.lower() for d in _DAY_WORDS)
+_FULL_MONTHS = tuple(m.lower() for m in MONTH_WORDS[1:])
+_FULL_DAYS = tuple(d.lower() for d in DAY_WORDS)
 
 
 class ScheduleError(ValueError):
@@ -191,10 +187,8 @@ def _check_can_fire(text: str, doms: frozenset[int], months: frozenset[int]) -> 
     """With the AND day rule, some allowed day must exist in some allowed month (Feb has 29)."""
     if any(day <= calendar.monthrange(2000, month)[1] for month in months for day in doms):
         return
-    from cronflow.wording import values_text
-
-    days = values_text(tuple(sorted(doms)))
-    month_list = values_text(tuple(sorted(months)), _MONTH_WORDS)
+    days = wording.values_text(tuple(sorted(doms)))
+    month_list = wording.values_text(tuple(sorted(months)), MONTH_WORDS)
     raise ScheduleError(
         f"{text!r} can never fire: day {days} of the month never falls in {month_list}"
     )
@@ -305,8 +299,6 @@ class Schedule:
 
     def describe(self) -> str:
         """Plain English for `list` and `next`: "at 06:00 every day", "every 15 minutes"."""
-        from cronflow import wording
-
         if self.kind == "reboot":
             return "once when the daemon starts after boot"
         if self.kind == "every":

@@ -6,9 +6,10 @@ Good enough for the common shapes; `Schedule.describe` falls back to the express
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 
-from cronflow.schedule import _DAY_WORDS, _MONTH_WORDS
+from cronflow.calendar_words import DAY_WORDS, MONTH_WORDS
 
 
 def interval(seconds: int) -> str:
@@ -31,7 +32,7 @@ def _join(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
-def values_text(values: tuple[int, ...], words: list[str] | None = None) -> str:
+def values_text(values: tuple[int, ...], words: Sequence[str] | None = None) -> str:
     """'Monday through Friday', '1 and 15', 'January, March and May'."""
     names = [words[v] if words else str(v) for v in values]
     run = tuple(range(values[0], values[-1] + 1))
@@ -48,10 +49,10 @@ def cron(fields: tuple[str, ...], sets: tuple[tuple[int, ...], ...]) -> str | No
         return None
     if dom_f != "*" and dow_f != "*" and "*" in (dom_f[0], dow_f[0]):
         return None  # the AND rule with a stepped '*': too exotic for a sentence
-    months_text = values_text(months, _MONTH_WORDS) if month_f != "*" else ""
+    months_text = values_text(months, MONTH_WORDS) if month_f != "*" else ""
     plural = "s" if len(doms) > 1 else ""
     dom_text = f"on day{plural} {values_text(doms)}"
-    dow_text = "on " + values_text(_sunday_last(dows), _DAY_WORDS * 2)
+    dow_text = "on " + values_text(_sunday_last(dows), DAY_WORDS * 2)
     if dom_f != "*" and dow_f != "*":
         days = f"{dom_text} or {dow_text}" + (f" in {months_text}" if months_text else "")
     elif dom_f != "*":

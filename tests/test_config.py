@@ -453,3 +453,16 @@ def test_a_queue_without_the_celery_executor_is_an_error_where_it_is_written() -
     ]
     local = parse_config('[executor]\nkind = "local"\n[jobs.a]\ncommand = "x"\nqueue = "local"\n')
     assert local.queue_of("a") == "local"
+
+
+def test_after_takes_one_name_as_a_string_deliberately() -> None:
+    """`after = "up"` means `after = ["up"]` (README: as `command`, a string or a list)."""
+    text = '[jobs.up]\ncommand = "true"\n[jobs.down]\ncommand = "true"\nafter = "up"\n'
+    config = parse_config(text)
+    assert config.jobs["down"].after == ("up",)
+    with pytest.raises(ConfigError, match=r"jobs\.down\.after: unknown job 'upp'"):
+        parse_config(text.replace('after = "up"', 'after = "upp"'))
+    with pytest.raises(
+        ConfigError, match=r'a job name or a list of job names \(after = \["up"\]\)'
+    ):
+        parse_config(text.replace('after = "up"', "after = 3"))

@@ -119,7 +119,8 @@ def test_list_and_status_say_which_job_holds_a_flow_paused(tmp_path: Path) -> No
         ("m", True, "n"),
         ("n", True, "n"),
     ]
-    assert "paused flows: m (by n)" in cronflow("status", "-c", str(config)).stdout
+    shown = cronflow("status", "-c", str(config)).stdout
+    assert "paused flows:\nFLOW  PAUSED BY\nm     n\n" in shown
     report = json.loads(cronflow("status", "--json", "-c", str(config)).stdout)
     assert report["paused"] == [{"flow": "m", "job": "n"}]
     assert cronflow("resume", "m", "-c", str(config)).returncode == 0

@@ -103,8 +103,10 @@ def test_list_json_shape() -> None:
 def test_list_piped_is_a_plain_table() -> None:
     result = cronflow("-c", str(EXAMPLES / "ml.toml"), "list")
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["JOB", "SCHEDULE", "WHEN", "TIMEZONE", "NEXT", "FIRE", "LAST"]
+    header = ["JOB", "SCHEDULE", "WHEN", "TIMEZONE", "NEXT", "FIRE", "LAST", "DESCRIPTION"]
+    assert lines[0].split() == header
     assert lines[1].startswith("batch-inference  */30 * * * *  every 30 minutes")
+    assert lines[1].endswith("  Score the newest batch")  # piped: never cut
     assert "after evaluate, export" in lines[5]
     assert "\x1b[" not in result.stdout
 

@@ -1,0 +1,119 @@
+"""Tables that fit the terminal: compact times first, then free text cut, then the columns of
+least value dropped — never a timestamp cut in the middle. Pure: render prints the result.
+
+A cell is a string, or a `Time` that has a full and a compact spelling. Fitting goes in steps
+and stops at the first that fits `width`:
+
+1. everything in full;
+2. times compact (today's as `06:02`, this year's as `11-30 06:02`, older ones in full);
+3. columns marked `cut` (descriptions, notes) shortened with "…", down to `min_cut` each;
+4. columns dropped, least `value` first, until the rest fits (the cut columns then get back
+   the room that freed). Columns with `value=None` are never dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+
+GAP = 2  # spaces between columns
+ELLIPSIS = "…"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    value: int | None = None  # None: never dropped; else lower values are dropped first
+    cut: bool = False  # free text that may be shortened with "…"
+    min_cut: int = 12
+
+
+@dataclass(frozen=True)
+class Time:
+    full: str
+    compact: str
+
+    def __str__(self) -> str:
+        return self.full
+
+
+Cell = str | Time
+
+
+def time_cell(
+    moment: datetime | None, zone: tzinfo | None, now: datetime, suffix: str = ""
+) -> Cell:
+    """A time in `zone`: in full "2026-11-25 03:00 CET", compact "03:00" (today in that zone),
+    "11-25 03:00" (this year) or the full date and minute (other years)."""
+    if moment is None:
+        return "-"
+    local = moment.astimezone(zone)
+    full = local.strftime("%Y-%m-%d %H:%M %Z" if local.second == 0 else "%Y-%m-%d %H:%M:%S %Z")
+    today = now.astimezone(zone).date()
+    if local.date() == today:
+        compact = local.strftime("%H:%M")
+    elif local.year == today.year:
+        compact = local.strftime("%m-%d %H:%M")
+    else:
+        compact = local.strftime("%Y-%m-%d %H:%M")
+    return Time(full + suffix, compact + suffix)
+
+
+def fit(
+    columns: Sequence[Column], rows: Sequence[Sequence[Cell]], width: int | None
+) -> tuple[list[str], list[list[str]]]:
+    """The header and rows to print within `width` characters (None: no limit)."""
+    keep = list(range(len(columns)))
+    texts = [[str(cell) for cell in row] for row in rows]
+    if width is None or _total(columns, texts, keep) <= width:
+        return _select(columns, texts, keep)
+    texts = [[c.compact if isinstance(c, Time) else c for c in row] for row in rows]
+    values = {i: c.value for i, c in enumerate(columns) if c.value is not None}
+    droppable = sorted(values, key=lambda i: values[i])
+    while True:
+        cut = _cut_to(columns, texts, keep, width)
+        if cut is not None or not droppable:
+            return _select(columns, cut if cut is not None else texts, keep)
+        keep.remove(droppable.pop(0))
+
+
+def _widths(columns: Sequence[Column], texts: list[list[str]], keep: list[int]) -> list[int]:
+    return [max([len(columns[i].name), *(len(row[i]) for row in texts)]) for i in keep]
+
+
+def _total(columns: Sequence[Column], texts: list[list[str]], keep: list[int]) -> int:
+    return sum(_widths(columns, texts, keep)) + GAP * (len(keep) - 1)
+
+
+def _cut_to(
+    columns: Sequence[Column], texts: list[list[str]], keep: list[int], width: int
+) -> list[list[str]] | None:
+    """`texts` with the cut columns shortened so that the kept columns fit; None if they
+    cannot without going below `min_cut`."""
+    over = _total(columns, texts, keep) - width
+    if over <= 0:
+        return texts
+    widths = dict(zip(keep, _widths(columns, texts, keep), strict=True))
+    cuttable = [i for i in keep if columns[i].cut]
+    room = {i: widths[i] - max(columns[i].min_cut, len(columns[i].name)) for i in cuttable}
+    if sum(max(r, 0) for r in room.values()) < over:
+        return None
+    limits = dict(widths)
+    for i in sorted(cuttable, key=lambda i: -widths[i]):  # the widest gives first
+        take = min(max(room[i], 0), over)
+        limits[i] -= take
+        over -= take
+    return [[_shorten(cell, limits.get(i)) for i, cell in enumerate(row)] for row in texts]
+
+
+def _shorten(text: str, limit: int | None) -> str:
+    if limit is None or len(text) <= limit:
+        return text
+    return text[: max(limit - 1, 0)].rstrip() + ELLIPSIS
+
+
+def _select(
+    columns: Sequence[Column], texts: list[list[str]], keep: list[int]
+) -> tuple[list[str], list[list[str]]]:
+    return [columns[i].name for i in keep], [[row[i] for i in keep] for row in texts]

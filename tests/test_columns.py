@@ -1,0 +1,139 @@
+"""Tables at 80 and 200 columns: compact times, cut free text, least valuable columns dropped,
+never a cut timestamp."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from cronflow import render
+from cronflow.columns import Column, Time, fit, time_cell
+from cronflow.overview import JobView
+
+NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+BERLIN = ZoneInfo("Europe/Berlin")
+FULL_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d")
+
+
+def test_time_cells() -> None:
+    assert time_cell(NOW.replace(hour=6, minute=2), UTC, NOW) == Time(
+        "2026-11-30 06:02 UTC", "06:02"
+    )
+    assert time_cell(datetime(2026, 3, 1, 6, 2, tzinfo=UTC), UTC, NOW).compact == "03-01 06:02"
+    assert time_cell(datetime(2025, 3, 1, 6, 2, tzinfo=UTC), UTC, NOW).compact == "2025-03-01 06:02"
+    # "today" is today in the zone shown: 23:30 UTC on the 30th is the 1st in Berlin
+    late = datetime(2026, 11, 30, 23, 30, tzinfo=UTC)
+    assert time_cell(late, BERLIN, NOW).compact == "12-01 00:30"
+    assert time_cell(None, UTC, NOW) == "-"
+
+
+def test_fit_steps() -> None:
+    columns = [Column("A"), Column("B", value=1), Column("TEXT", value=5, cut=True, min_cut=6)]
+    rows = [["a" * 10, "b" * 10, "the quick brown fox jumps"]]
+    assert fit(columns, rows, None)[1] == [rows[0]]
+    assert fit(columns, rows, 200)[1] == [rows[0]]
+    # 10 + 2 + 10 + 2 + 25 = 49: cut TEXT first
+    assert fit(columns, rows, 40) == (
+        ["A", "B", "TEXT"],
+        [["a" * 10, "b" * 10, "the quick brown…"]],
+    )
+    # TEXT cannot go below 6: drop B (the least value), then TEXT gets its room back
+    assert fit(columns, rows, 25) == (["A", "TEXT"], [["a" * 10, "the quick br…"]])
+
+
+def views(descriptions: bool = True) -> list[JobView]:
+    def view(name, schedule, meaning, fire, description=None, after=()):
+        return JobView(
+            name, description if descriptions else None, schedule, meaning, "Europe/Berlin",
+            fire, "success", after, None, True,
+        )  # fmt: skip
+
+    soon = NOW + timedelta(hours=2, minutes=5)
+    later = datetime(2026, 12, 24, 6, 0, tzinfo=BERLIN)
+    return [
+        view("backup-documents", "0 3 * * *", "at 03:00 every day", soon.astimezone(BERLIN),
+             "Back up ~/docs to the NAS with restic, then check the repository"),
+        view("christmas", "@at 2026-12-24T06:00", "once at 2026-12-24 06:00", later,
+             "Send the greetings"),
+        view("report", None, "after backup-documents", None, None, ("backup-documents",)),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_list_fits(width: int, capsys: pytest.CaptureFixture[str]) -> None:
+    render.job_table(views(), NOW, width=width)
+    lines = capsys.readouterr().out.splitlines()
+    assert all(len(line) <= width for line in lines), lines
+    assert lines[0].startswith("JOB") and "NEXT FIRE" in lines[0]
+    if width == 200:  # everything, in full
+        assert lines[0].split()[-1] == "DESCRIPTION"
+        assert "2026-11-30 11:05 CET (in 2h 5m)" in lines[1]
+        assert lines[1].endswith("then check the repository")
+    else:  # compact times, columns of least value gone, the rest on one line each
+        assert "TIMEZONE" not in lines[0]
+        assert "11:05 (in 2h 5m)" in lines[1] and "12-24 06:00" in lines[2]
+        assert not FULL_TIME.search(lines[1])
+    assert len(lines) == 4  # nothing wrapped
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_history_fits_and_never_cuts_a_time(width: int, capsys: pytest.CaptureFixture[str]) -> None:
+    started = NOW - timedelta(minutes=3)
+    runs = [
+        SimpleNamespace(
+            run_id=1200 + i,
+            job="transform-nightly",
+            logical_time=started - timedelta(days=i),
+            trigger="backfill",
+            status="upstream_failed",
+            attempts=2,
+            started_at=started,
+            duration=123.0,
+            exit_code=1,
+            host=None,
+        )  # fmt: skip
+        for i in range(3)
+    ]
+    render.history_table(runs, UTC, NOW, width=width)
+    lines = capsys.readouterr().out.splitlines()
+    assert all(len(line) <= width for line in lines), lines
+    assert "…" not in "".join(lines)
+    if width == 200:
+        assert "2026-11-30 07:57 UTC" in lines[1] and "TRIGGER" in lines[0]
+    else:
+        assert lines[0].split()[:5] == ["RUN", "JOB", "LOGICAL", "TIME", "STATUS"]
+        assert "07:57" in lines[1] and "11-29 07:57" in lines[2]
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_status_tables_line_up(width: int, capsys: pytest.CaptureFixture[str]) -> None:
+    failure = {
+        "run_id": 7, "job": "backup-documents", "status": "failed", "host": None,
+        "logical_time": (NOW - timedelta(hours=5)).isoformat(),
+        "note": "exit code 3; the repository at /srv/restic is locked by another process",
+    }  # fmt: skip
+    report = {
+        "daemon": {"running": False, "pid": None, "since": None, "config": "/j.toml",
+                   "config_error": None},
+        "running": [],
+        "recent_failures": [failure, {**failure, "run_id": 12345, "job": "x"}],
+        "paused": [{"flow": "backup-documents", "job": "report"}],
+        "next": [{"job": "a", "next_fire": (NOW + timedelta(minutes=30)).isoformat()},
+                 {"job": "long-named-job", "next_fire": (NOW + timedelta(days=40)).isoformat()}],
+    }  # fmt: skip
+    render.status_report(report, UTC, NOW, width=width)
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert all(len(line) <= width for line in lines), lines
+    assert "running now: none" in lines
+    failures = lines[lines.index("recent failures:") + 1 :][:3]
+    assert failures[0].split()[:4] == ["RUN", "JOB", "STATUS", "LOGICAL"]
+    # aligned: each column starts at the same place in every row
+    assert failures[1].index("failed") == failures[2].index("failed") == failures[0].index("STATUS")
+    assert "paused flows:\nFLOW              PAUSED BY\nbackup-documents  report\n" in out
+    fires = lines[lines.index("next fires:") + 1 :]
+    assert fires[1].index("2026-11-30 08:30") == fires[2].index("2027-01-09") == 16
