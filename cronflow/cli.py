@@ -1028,6 +1028,8 @@ SHORT_HELP = {
     "import-crontab": "Turn a crontab into jobs",
     "systemd": "Run the daemon or a worker under systemd",
     "systemd install": "Write the systemd user unit",
+    "why": "Why a job ran or did not run at a time",
+    "check": "Exit 0 if all is well: for monitors",
 }
 EXAMPLES = {
     "validate": "cronflow validate",
@@ -1043,6 +1045,8 @@ EXAMPLES = {
     "prune": "cronflow prune --older-than 30d",
     "worker": "cronflow worker --queue gpu --concurrency 2",
     "workers": "cronflow workers",
+    "why": "cronflow why backup --at 2026-11-29T03:00",
+    "check": "cronflow check --json",
     "init": "cronflow init",
     "add": "cronflow add backup --command 'restic backup ~/docs' --schedule @daily \\\n"
     "      --retries 2 --set retry_backoff=1.5 --env-file ~/.config/restic.env",
