@@ -511,6 +511,14 @@ def trigger(
 
 
 @app.command()
+def ui(config: ConfigOption = None) -> None:
+    """Full-screen dashboard: flows ON/OFF, the run grid, live logs; trigger and clear."""
+    from cronflow.ui import run_ui
+
+    run_ui(_Paths.config(config), _Paths.state_dir())
+
+
+@app.command()
 def prune(
     older_than: Annotated[
         str | None,
