@@ -528,6 +528,54 @@ def resume(
 
 
 @app.command()
+def trigger(
+    job: Annotated[str, typer.Argument(help="The job to start; jobs after it run too.")],
+    at: Annotated[str | None, typer.Option("--at", help="Logical time (ISO 8601).")] = None,
+    only: Annotated[bool, typer.Option("--only", help="Run JOB alone.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Ask the running daemon to start JOB's flow now (or for --at); print the run ids."""
+    from cronflow import trigger as triggering
+    from cronflow.units import parse_time
+
+    cfg = _load(config)
+    zone = cfg.flow_of(cfg.job(job).name).timezone
+    moment = _now().replace(microsecond=0)
+    if at is not None:
+        moment = _parse(parse_time, at, zone, option="--at")
+    state = _Paths.state_dir()
+    if triggering.daemon_pid(state) is None:  # before opening (and maybe creating) the database
+        raise CronflowError(triggering.NO_DAEMON.format(job=job))
+    with _open_store() as store:
+        sent = triggering.request(store, cfg, state, job, moment, only=only, now=_now())
+        taken = triggering.wait(store, sent.request_id)
+        runs = triggering.runs_of(store, taken) if taken else []
+    if taken is None:
+        render.warn(
+            f"request {sent.request_id} sent, but the daemon (pid {sent.pid}) has not taken it"
+            f" within {triggering.WAIT_SECONDS:g}s; it starts the flow at its next wake-up"
+            " (see `cronflow history`)"
+        )
+        return
+    if taken.note is not None:
+        raise CronflowError(f"the daemon (pid {sent.pid}) did not start it: {taken.note}")
+    render.line(
+        f"the daemon (pid {sent.pid}) started flow {cfg.flow_of(job).name} at"
+        f" {moment.astimezone(zone).isoformat()} (manual)"
+    )
+    for run_record in runs:
+        render.line(f"run {run_record.run_id}  {run_record.job}")
+
+
+@app.command()
+def ui(config: ConfigOption = None) -> None:
+    """Full-screen dashboard: flows ON/OFF, the run grid, live logs; trigger and clear."""
+    from cronflow.ui import run_ui
+
+    run_ui(_Paths.config(config), _Paths.state_dir())
+
+
+@app.command()
 def prune(
     older_than: Annotated[
         str | None,
@@ -1030,6 +1078,8 @@ SHORT_HELP = {
     "systemd install": "Write the systemd user unit",
     "why": "Why a job ran or did not run at a time",
     "check": "Exit 0 if all is well: for monitors",
+    "trigger": "Ask the running daemon to start a flow",
+    "ui": "The dashboard: flows, run grid, live logs",
 }
 EXAMPLES = {
     "validate": "cronflow validate",
@@ -1047,6 +1097,8 @@ EXAMPLES = {
     "workers": "cronflow workers",
     "why": "cronflow why backup --at 2026-11-29T03:00",
     "check": "cronflow check --json",
+    "trigger": "cronflow trigger extract --at 2026-11-29",
+    "ui": "cronflow ui",
     "init": "cronflow init",
     "add": "cronflow add backup --command 'restic backup ~/docs' --schedule @daily \\\n"
     "      --retries 2 --set retry_backoff=1.5 --env-file ~/.config/restic.env",

@@ -146,6 +146,7 @@ class Daemon:
         if self.engine.unrecorded:
             ok &= self._store_step("recording how runs ended", self.engine.record_unrecorded)
         ok &= self._store_step("scheduling", self._tick)
+        ok &= self._store_step("starting triggered runs", self._take_triggers)
         if ok and self.store_error is not None:
             log.info("the database takes writes again")
             self.store_error = None
@@ -514,6 +515,54 @@ class Daemon:
         if fires and self.config is not None:
             wait = min(wait, (min(fires) - self.clock.now()).total_seconds())
         return wait
+
+    # --- trigger requests (`cronflow trigger`, the UI's trigger and clear) -------------------
+
+    def _take_triggers(self) -> None:
+        """Start the flow runs asked for through the database (see cronflow.trigger). Like
+        `cronflow run`, a requested run starts whatever the flow's pause and overlap say."""
+        if self.stopping.is_set():
+            return  # left pending: nothing new starts now
+        for request in self.store.pending_triggers():
+            now = self.clock.now()
+            if self.config is None or request.job not in self.config.jobs:
+                note = (
+                    f"no job named {request.job!r} in the daemon's job file {self.config_path}"
+                    if self.config is not None
+                    else f"the daemon has no valid job file loaded ({self.config_path})"
+                )
+                log.warning("trigger request %d not run: %s", request.id, note)
+                self.store.refuse_trigger(request.id, note, now)
+                continue
+            flow = self.config.flow_of(request.job)
+            only = (request.job,)
+            jobs = only if request.only else self.config.downstream(request.job)
+            created = self.store.take_trigger(request.id, flow.name, jobs, now)
+            if created is None:
+                continue  # taken meanwhile
+            plan = FlowRun(self.config, flow.name, jobs, request.logical_time, request.trigger)
+            log.info(
+                "fire %s at %s (%s, request %d)",
+                flow.name,
+                request.logical_time.astimezone(flow.timezone).isoformat(),
+                request.trigger,
+                request.id,
+            )
+            self._launch(flow, plan, self._execute_taken(plan, *created))
+
+    async def _execute_taken(
+        self, plan: FlowRun, flow_run_id: int, run_ids: dict[str, int]
+    ) -> None:
+        assert self.engine is not None
+        try:
+            runs = await self.engine.execute_created(plan, flow_run_id, run_ids)
+        except CronflowError as exc:
+            log.error("flow %s: %s", plan.flow, exc.message)
+            return
+        failed = [r.job for r in runs if r.status not in ("success", "skipped")]
+        log.info(
+            "finished %s: %s", plan.flow, f"failed: {', '.join(failed)}" if failed else "success"
+        )
 
     # --- start-up duties -------------------------------------------------------------------
 

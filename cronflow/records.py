@@ -118,3 +118,18 @@ class PauseRecord:
     job: str
     paused_at: datetime
     resumed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerRequest:
+    """A request to the running daemon to start a flow run (`cronflow trigger`, the UI)."""
+
+    id: int
+    job: str
+    logical_time: datetime
+    only: bool
+    trigger: str  # manual | retry
+    created_at: datetime
+    taken_at: datetime | None  # None: no daemon has taken it yet
+    flow_run_id: int | None  # the flow run the daemon created for it
+    note: str | None  # why the daemon could not run it

@@ -31,6 +31,7 @@ from cronflow.records import (
     OutputChunk,
     PauseRecord,
     RunRecord,
+    TriggerRequest,
     Unfinished,
 )
 
@@ -66,6 +67,16 @@ _RUN_COLUMNS = (
 # `history` pays for the rows it prints, never for the million it skips.
 _HOST_OF_RUN = "(SELECT host FROM attempts WHERE run_id = runs.id ORDER BY number DESC LIMIT 1)"
 _RUN_WIDTH = 14  # columns of a run row: _RUN_COLUMNS and the host
+
+
+_TRIGGER_COLUMNS = "id, job, logical_time, only, trigger, created_at, taken_at, flow_run_id, note"
+
+
+def _trigger(row: Sequence[Any]) -> TriggerRequest:
+    return TriggerRequest(
+        row[0], row[1], _EPOCH + timedelta(microseconds=row[2]), bool(row[3]), row[4],
+        _EPOCH + timedelta(microseconds=row[5]), _from_us(row[6]), row[7], row[8],
+    )  # fmt: skip
 
 
 def _run(row: Sequence[Any]) -> RunRecord:
@@ -184,6 +195,22 @@ def m005_daemon_log_and_pauses(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX pause_log_job ON pause_log (job, paused_at)")
 
 
+@migration
+def m006_trigger_requests(db: sqlite3.Connection) -> None:
+    # `cronflow trigger` (and the UI's trigger and clear) ask the running daemon to start a
+    # flow run: a row here plus a nudge. The daemon takes it at its next wake-up, creating the
+    # flow run in the same transaction, so a request is run once and never lost if it is busy.
+    db.execute(
+        """CREATE TABLE trigger_requests (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL,
+            logical_time INTEGER NOT NULL, only INTEGER NOT NULL, trigger TEXT NOT NULL,
+            created_at INTEGER NOT NULL, taken_at INTEGER, flow_run_id INTEGER, note TEXT)"""
+    )
+    db.execute(
+        "CREATE INDEX trigger_requests_pending ON trigger_requests (id) WHERE taken_at IS NULL"
+    )
+
+
 # The oldest schema the read queries work on (read-only stores do not migrate). Raise it when a
 # migration adds something that `history`, `logs`, `list` or `status` cannot do without.
 READER_MIN_SCHEMA = 1
@@ -192,6 +219,8 @@ READER_MIN_SCHEMA = 1
 HOSTS_SCHEMA = 4
 # The first schema with daemon_log and pause_log; readers of an older one see no such past.
 DAEMON_LOG_SCHEMA = 5
+# The first schema with trigger_requests (`cronflow trigger`, the UI's trigger and clear).
+TRIGGERS_SCHEMA = 6
 
 
 def _file_uri(path: Path, query: str) -> str:
@@ -460,23 +489,7 @@ class Store:
         when = _to_us(logical_time)
         done = None if finished_at is None else _to_us(finished_at)
         with self._write() as db:
-            flow_run_id = db.execute(
-                "INSERT INTO flow_runs (flow, logical_time, trigger, created_at)"
-                " VALUES (?, ?, ?, ?)",
-                (flow, when, trigger, now),
-            ).lastrowid
-            run_ids = {}
-            me = processes.me()
-            for job in jobs:
-                run_ids[job] = db.execute(
-                    "INSERT INTO runs (flow_run_id, job, logical_time, trigger, status, note, pid,"
-                    " pid_start, boot_id, finished_at, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                    " max(?, coalesce((SELECT max(created_at) FROM runs), 0)))",
-                    (flow_run_id, job, when, trigger, status, note, me.pid, me.start, me.boot,
-                     done, now),
-                ).lastrowid  # fmt: skip
-        return flow_run_id, run_ids
+            return _insert_flow_run(db, flow, when, trigger, jobs, status, note, done, now)
 
     @_user_errors
     def new_run(
@@ -1101,7 +1114,112 @@ class Store:
         )
         return [OutputChunk(*r[:5], _from_us(r[5]), bytes(r[6])) for r in rows]
 
+    # -- trigger requests (`cronflow trigger`, the UI's trigger and clear)
+
+    @_user_errors
+    def request_trigger(
+        self, job: str, logical_time: datetime, only: bool, trigger: str, now: datetime
+    ) -> int:
+        """Ask the daemon to run `job`'s flow from `job` (or `job` alone) at `logical_time`."""
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO trigger_requests (job, logical_time, only, trigger, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (job, _to_us(logical_time), int(only), trigger, _to_us(now)),
+            )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    @_user_errors
+    def pending_triggers(self) -> list[TriggerRequest]:
+        """Requests no daemon has taken yet, oldest first (empty before schema 5)."""
+        if self._user_version() < TRIGGERS_SCHEMA:
+            return []
+        rows = self.conn.execute(
+            f"SELECT {_TRIGGER_COLUMNS} FROM trigger_requests WHERE taken_at IS NULL ORDER BY id"
+        ).fetchall()
+        return [_trigger(row) for row in rows]
+
+    @_user_errors
+    def get_trigger(self, request_id: int) -> TriggerRequest | None:
+        if self._user_version() < TRIGGERS_SCHEMA:
+            return None
+        row = self.conn.execute(
+            f"SELECT {_TRIGGER_COLUMNS} FROM trigger_requests WHERE id = ?", (request_id,)
+        ).fetchone()
+        return None if row is None else _trigger(row)
+
+    @_user_errors
+    def take_trigger(
+        self, request_id: int, flow: str, jobs: Sequence[str], now: datetime
+    ) -> tuple[int, dict[str, int]] | None:
+        """Take a pending request: its flow run and queued runs are created in the same
+        transaction that marks it taken, so it runs once. None if it was taken already."""
+        with self._write() as db:
+            row = db.execute(
+                "SELECT logical_time, trigger FROM trigger_requests"
+                " WHERE id = ? AND taken_at IS NULL",
+                (request_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            created = _insert_flow_run(
+                db, flow, row[0], row[1], jobs, "queued", None, None, _to_us(now)
+            )
+            db.execute(
+                "UPDATE trigger_requests SET taken_at = ?, flow_run_id = ? WHERE id = ?",
+                (_to_us(now), created[0], request_id),
+            )
+        return created
+
+    @_user_errors
+    def refuse_trigger(self, request_id: int, note: str, now: datetime) -> None:
+        """Mark a request taken without a run (the daemon cannot run it), saying why."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE trigger_requests SET taken_at = ?, note = ?"
+                " WHERE id = ? AND taken_at IS NULL",
+                (_to_us(now), note, request_id),
+            )
+
+    @_user_errors
+    def data_version(self) -> int:
+        """SQLite's `PRAGMA data_version`: changes when another connection commits, so a
+        viewer can poll it cheaply (no table read) and reload only after a change."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
 
 def _check_status(status: str) -> None:
     if status not in STATUSES:
         raise ValueError(f"unknown run status {status!r}")
+
+
+def _insert_flow_run(
+    db: sqlite3.Connection,
+    flow: str,
+    when: int,
+    trigger: str,
+    jobs: Sequence[str],
+    status: str,
+    note: str | None,
+    done: int | None,
+    now: int,
+) -> tuple[int, dict[str, int]]:
+    """Insert a flow run and one run per job (inside the caller's write transaction)."""
+    flow_run_id = db.execute(
+        "INSERT INTO flow_runs (flow, logical_time, trigger, created_at) VALUES (?, ?, ?, ?)",
+        (flow, when, trigger, now),
+    ).lastrowid
+    assert flow_run_id is not None
+    run_ids = {}
+    me = processes.me()
+    for job in jobs:
+        run_ids[job] = db.execute(
+            "INSERT INTO runs (flow_run_id, job, logical_time, trigger, status, note, pid,"
+            " pid_start, boot_id, finished_at, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " max(?, coalesce((SELECT max(created_at) FROM runs), 0)))",
+            (flow_run_id, job, when, trigger, status, note, me.pid, me.start, me.boot,
+             done, now),
+        ).lastrowid  # fmt: skip
+    return flow_run_id, run_ids

@@ -65,13 +65,13 @@ def test_a_job_file_others_can_write_keeps_the_old_jobs(daemons, tmp_path: Path)
     d = launch(daemons, tmp_path, EVERY_SECOND)
     d.config.chmod(0o666)
     d.config.write_text(EVERY_SECOND + '[jobs.new]\nschedule = "@every 1s"\ncommand = "true"\n')
-    wait_until(lambda: d.status()["daemon"]["config_error"], what="the refusal")
+    wait_until(lambda: d.status()["daemon"]["config_error"], timeout=30, what="the refusal")
     assert "writable by others (mode 0666)" in d.status()["daemon"]["config_error"]
     before = len(d.runs())
-    wait_until(lambda: len(d.runs()) >= before + 2, what="old jobs to keep firing")
+    wait_until(lambda: len(d.runs()) >= before + 2, timeout=30, what="old jobs to keep firing")
     assert d.runs("new") == []
     d.config.chmod(0o644)  # no edit, no SIGHUP: the daemon notices the mode changed
-    wait_until(lambda: d.runs("new"), what="the fixed file to load")
+    wait_until(lambda: d.runs("new"), timeout=30, what="the fixed file to load")
 
 
 def test_sigterm_lets_a_running_job_finish(daemons, tmp_path: Path) -> None:

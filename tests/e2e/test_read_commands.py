@@ -169,16 +169,19 @@ def test_a_job_file_others_can_write_is_refused_by_every_reader(tmp_path: Path) 
 
 
 def test_everyday_commands_never_import_celery_or_redis(tmp_path: Path) -> None:
-    """Only the remote commands may pay for Celery (SPEC §8): the start-up bench must not move."""
+    """Only the remote commands may pay for Celery (SPEC §8), and only `cronflow ui` for
+    Textual (SPEC §9): the start-up bench must not move."""
     job_file = tmp_path / "jobs.toml"
     job_file.write_text('[jobs.a]\ncommand = "x"\nschedule = "0 3 * * *"\n')
     probe = (
         "import sys\nfrom cronflow.cli import main\n"
         f"sys.argv = ['cronflow', '-c', {str(job_file)!r}, *sys.argv[1:]]\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print('MODULES', sorted(m for m in ('celery', 'kombu', 'redis') if m in sys.modules))"
+        "print('MODULES', sorted(m for m in ('celery', 'kombu', 'redis', 'textual')"
+        " if m in sys.modules))"
     )
-    for command in (["--version"], ["list"], ["validate"], ["status"], ["history"]):
+    everyday = (["--version"], ["list"], ["validate"], ["status"], ["history"], ["trigger", "a"])
+    for command in everyday:
         out = subprocess.run(
             [sys.executable, "-c", probe, *command], capture_output=True, text=True, check=True
         ).stdout
