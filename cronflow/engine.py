@@ -32,6 +32,7 @@ FLUSH_SECONDS = 0.05  # output reaches the database (and `logs -f`) this often
 FLUSH_ROWS = 500
 
 RunAttempt = Callable[..., Awaitable[AttemptResult]]
+OnRemoteStart = Callable[[str, "int | None", "int | None", "datetime | None"], None]
 DETACHED = "detached"  # not a status: a job left unfinished to the next daemon (see Detached)
 
 
@@ -447,11 +448,12 @@ class _JobRun:
             flush=sink.flush,
         )
 
-    def _remote_started(self, attempt: int) -> Callable[[str, int | None, int | None], None]:
-        def started(host: str, pgid: int | None, pgid_start: int | None) -> None:
-            self.store.attempt_started_remote(
-                self.run_id, attempt, self.engine.clock.now(), host, pgid, pgid_start
-            )
+    def _remote_started(self, attempt: int) -> OnRemoteStart:
+        def started(
+            host: str, pgid: int | None, pgid_start: int | None, at: datetime | None
+        ) -> None:
+            at = at or self.engine.clock.now()  # the worker's clock, as for the attempt's end
+            self.store.attempt_started_remote(self.run_id, attempt, at, host, pgid, pgid_start)
             self._status("running", f"on {host}")
 
         return started

@@ -11,7 +11,7 @@ scheduler of record; a worker runs one attempt with the same `runner` as locally
 - What happens on the worker (started, output, finished) comes back as events on a Redis
   stream read through a consumer group; the daemon acknowledges an event only after SQLite
   has committed it, so a daemon that dies loses nothing and picks the attempt up again.
-- Cancels and timeouts go through a cancel key and a pub/sub message to the worker, whose
+- Cancels and timeouts go through a cancel key that the worker looks at twice a second; its
   runner kills the job's process group — never Celery's revoke, which kills only the pool
   process and orphans the job.
 """
@@ -59,8 +59,9 @@ log = logging.getLogger("cronflow")
 #: Which attempt a message carries, for the worker's log and `cronflow workers`.
 About = dict[str, Any]  # {"job": str, "run_id": int, "attempt": int}
 
-#: Called when a worker takes the attempt: its host, the job's pid (= process group) and start.
-OnStart = Callable[[str, int | None, int | None], None]
+#: Called when a worker takes the attempt: its host, the job's pid (= process group), the
+#: pid's start time in ticks, and when it started by the worker's clock.
+OnStart = Callable[[str, int | None, int | None, datetime | None], None]
 
 TASK = "cronflow.attempt"
 LEASE_SECONDS = 30
@@ -83,9 +84,6 @@ def lease_key(remote_id: str) -> str:
 
 def cancel_key(remote_id: str) -> str:
     return f"{PREFIX}cancel:{remote_id}"
-
-
-CONTROL_CHANNEL = f"{PREFIX}control"
 
 
 def worker_key(hostname: str) -> str:
@@ -407,7 +405,6 @@ class RemoteExecutor:
         """Ask whoever holds (or would take) the attempt to stop it."""
         try:
             await self.redis.set(cancel_key(remote_id), "1", ex=7 * 86400)
-            await self.redis.publish(CONTROL_CHANNEL, remote_id)
         except (redis.RedisError, OSError) as exc:
             self._complain("refused a cancel", exc)
 
@@ -528,7 +525,8 @@ class _Follower:
                 if not self.started or self.host is None:
                     self.started = True
                     self.host = event["host"]
-                    self.on_start(event["host"], event["pid"], event["start"])
+                    at = _time(event["at"]) if event.get("at") else None
+                    self.on_start(event["host"], event["pid"], event["start"], at)
             elif kind == "output":
                 for seq, stream, at, data in event["chunks"]:
                     if seq > self.seen:

@@ -26,6 +26,9 @@ from cronflow.runner import AttemptResult, Command, adopt_descendants, run_attem
 
 log = logging.getLogger("cronflow")
 
+#: How often a running attempt looks whether it was canceled.
+CANCEL_LOOK_SECONDS = 0.5
+
 
 def run_worker(
     config_path: Path | None,
@@ -140,7 +143,6 @@ class _Presence:
             for remote_id in self.client.hkeys(remote.running_key(self.name)):
                 rid = remote_id.decode()
                 self.client.set(remote.cancel_key(rid), "1", ex=86400)
-                self.client.publish(remote.CONTROL_CHANNEL, rid)
 
 
 class _Attempt:
@@ -212,20 +214,27 @@ class _Run:
         self.wake = asyncio.Event()
         self.fenced: str | None = None
         self.closing = False
+        self.ended = asyncio.Event()  # the job has ended: the guards stop
 
     async def run(self) -> AttemptResult:
         loop = asyncio.get_running_loop()
         adopt_descendants(loop)
         self.client = remote.aioredis.Redis.from_url(self.settings.broker, socket_timeout=10)
         sender = asyncio.create_task(self._send_loop())
-        guards = [asyncio.create_task(self._renew_lease()), asyncio.create_task(self._listen())]
+        guards = [
+            asyncio.create_task(self._renew_lease()),
+            asyncio.create_task(self._watch_cancel()),
+        ]
         try:
             result = await run_attempt(
                 self._command(), self._output, self.stop, Clock(), on_start=self._started
             )
         finally:
-            for guard in guards:
-                guard.cancel()
+            # The guards end by themselves once `ended` is set: a cancel that arrives during a
+            # redis-py command can be swallowed there, and a guard still looping would keep
+            # this pool process in asyncio.run, away from its next attempt.
+            self.ended.set()
+            await asyncio.wait(guards, timeout=remote.HEARTBEAT_SECONDS)
         if self.fenced and result.status == "canceled":
             result = AttemptResult("lost", result.exit_code, result.started_at,
                                    result.finished_at, result.cpu_seconds, result.max_rss_kb,
@@ -252,7 +261,11 @@ class _Run:
         )
 
     def _started(self, pid: int | None, start: int | None) -> None:
-        self.pending.append({"type": "started", "host": self.name, "pid": pid, "start": start})
+        # The worker's own clock, like the attempt's end: a duration never mixes two clocks.
+        at = remote.now_iso()
+        self.pending.append(
+            {"type": "started", "host": self.name, "pid": pid, "start": start, "at": at}
+        )
         self.wake.set()
 
     def _output(self, stream: str, at: datetime, data: bytes) -> None:
@@ -312,8 +325,7 @@ class _Run:
         daemon or Redis dropped it), stop the job: nobody would record its end."""
         last = time.monotonic()
         key = remote.lease_key(self.rid)
-        while True:
-            await asyncio.sleep(remote.HEARTBEAT_SECONDS)
+        while not await _ends(self.ended, remote.HEARTBEAT_SECONDS):
             try:
                 held = await self.client.set(key, self.name, xx=True, ex=remote.LEASE_SECONDS)
                 canceled = await self.client.exists(remote.cancel_key(self.rid))
@@ -333,16 +345,19 @@ class _Run:
             self.fenced = why
             self.stop.set()
 
-    async def _listen(self) -> None:
-        """Cancels arrive at once on the control channel (the cancel key is the fallback)."""
-        while True:
-            try:
-                pubsub = self.client.pubsub()
-                await pubsub.subscribe(remote.CONTROL_CHANNEL)
-                if await self.client.exists(remote.cancel_key(self.rid)):
+    async def _watch_cancel(self) -> None:
+        """A cancel (daemon SIGTERM, `run` Ctrl-C, this worker's own stop) is a key the daemon
+        sets; looking twice a second keeps this simple and cancellable (a pub/sub listener was
+        seen to swallow its cancellation and keep a pool process from its next attempt)."""
+        key = remote.cancel_key(self.rid)
+        while not self.stop.is_set() and not await _ends(self.ended, CANCEL_LOOK_SECONDS):
+            with contextlib.suppress(remote.redis.RedisError, OSError):
+                if await self.client.exists(key):
                     self.stop.set()
-                async for item in pubsub.listen():
-                    if item.get("type") == "message" and remote._text(item["data"]) == self.rid:
-                        self.stop.set()
-            except (remote.redis.RedisError, OSError):
-                await asyncio.sleep(1.0)
+
+
+async def _ends(event: asyncio.Event, seconds: float) -> bool:
+    """Wait `seconds`, or less if `event` is set; True if it is."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout=seconds)
+    return event.is_set()
