@@ -158,7 +158,11 @@ def test_why_paused_disabled_unseen_future(tmp_path: Path) -> None:
         "daemon: no daemon runs now: it fires only if one runs then",
     ]
     live.config.write_text(HOURLY.format(catchup="none") + "enabled = false\n")
-    assert why(live, "backup", at(2))[2] != ""  # paused still explains 02:00
+    # 02:00 fell in the pause: that, not today's `enabled = false`, is why it did not run.
+    assert why(live, "backup", at(2))[2].startswith(
+        "paused: its flow was paused by backup from 2026-01-01T01:00:00+00:00"
+        " until 2026-01-01T02:00:00+00:00"
+    )
     config_text = HOURLY.format(catchup="none") + "enabled = false\n"
     live.config.write_text(config_text)
     assert why(live, "backup", at(4))[2].startswith("disabled: backup is disabled")
@@ -253,10 +257,10 @@ def test_check_daemon_overdue_failing_and_all_well(tmp_path: Path) -> None:
     assert report(at(1, 30)).exit_code == 0
     # 02:00 never ran (the daemon stopped at 01:00): overdue once its grace (1h) passed.
     late = report(at(3, 1))
-    assert [p.message for p in late.problems] == [
-        "extract: last success 2h 1m ago, due at minute 0 of every hour",
-        "load: last success 2h 1m ago, due at minute 0 of every hour",
-    ] or [p.kind for p in late.problems] == ["overdue", "overdue"]
+    assert [(p.kind, p.message) for p in late.problems] == [
+        ("overdue", "extract: last success 2h 1m ago, due at minute 0 past every hour"),
+        ("overdue", "load: last success 2h 1m ago, due at minute 0 past every hour"),
+    ]
     assert late.exit_code == 1
     down = report(at(1, 30), running=False)
     assert down.problems[0].message == "daemon not running since 2026-01-01 01:30 UTC"
