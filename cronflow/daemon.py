@@ -29,6 +29,7 @@ from cronflow.errors import ConfigError, CronflowError, Detached
 from cronflow.lock import Lock
 from cronflow.runner import adopt_descendants
 from cronflow.systemd import Notifier
+from cronflow.units import format_duration
 
 if TYPE_CHECKING:
     from cronflow.records import RunRecord, Unfinished
@@ -41,6 +42,7 @@ log = logging.getLogger("cronflow")
 # clock cannot see.
 CHECK_SECONDS = 5.0
 PRUNE_EVERY = timedelta(hours=1)
+TRIGGER_EXPIRES = timedelta(hours=1)  # a `cronflow trigger` request not taken by then is dropped
 # + job name: instant up to which fires of the job's flow are accounted for. Kept per job, so a
 # flow keeps its record when a root is added, removed or renamed (which renames the flow).
 STATE_ACCOUNTED = "accounted:"
@@ -525,6 +527,14 @@ class Daemon:
             return  # left pending: nothing new starts now
         for request in self.store.pending_triggers():
             now = self.clock.now()
+            if now - request.created_at > TRIGGER_EXPIRES:
+                # Asked of a daemon that died before taking it: running it hours later, when
+                # nobody waits for it, would surprise more than it helps.
+                limit = format_duration(TRIGGER_EXPIRES.total_seconds())
+                note = f"expired: no daemon took it within {limit}"
+                log.warning("trigger request %d not run: %s", request.id, note)
+                self.store.refuse_trigger(request.id, note, now)
+                continue
             if self.config is None or request.job not in self.config.jobs:
                 note = (
                     f"no job named {request.job!r} in the daemon's job file {self.config_path}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -101,6 +101,17 @@ def test_a_stopping_daemon_leaves_requests_pending(tmp_path: Path, store: Store)
     daemon.stopping.set()
     daemon._take_triggers()
     assert launched == [] and len(store.pending_triggers()) == 1
+
+
+def test_a_request_no_daemon_took_within_an_hour_expires(tmp_path: Path, store: Store) -> None:
+    daemon, launched = _daemon(tmp_path, store)
+    old = store.request_trigger("load", T0, False, "manual", T0 - timedelta(hours=2))
+    fresh = store.request_trigger("load", T0, False, "manual", T0 - timedelta(minutes=5))
+    daemon._take_triggers()
+    assert launched == [("manual", ("load", "report"))]
+    expired = store.get_trigger(old)
+    assert expired is not None and expired.note == "expired: no daemon took it within 1h"
+    assert store.get_trigger(fresh).flow_run_id is not None
 
 
 def test_no_daemon_no_request(tmp_path: Path, store: Store) -> None:
