@@ -277,3 +277,20 @@ def test_80x24_renders_without_overlap(setup, screen: str) -> None:
         assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
 
     drive(app, scenario)
+
+
+def test_the_header_names_the_live_workers_with_remote_execution() -> None:
+    from datetime import UTC, datetime
+
+    from cronflow.ui import model
+
+    workers = [
+        {"hostname": "gpu1", "queues": ["gpu"], "running": [{"job": "train"}]},
+        {"hostname": "db1", "queues": ["db", "default"], "running": []},
+    ]
+    assert model.workers_text(workers) == (
+        "workers: gpu1 (gpu: 1 running), db1 (db,default: 0 running)"
+    )
+    assert model.workers_text([]) == "workers: none seen"
+    line = model.DaemonLine(None, None, Path("/j.toml"), None, "celery", model.workers_text([]))
+    assert line.text(datetime(2026, 1, 1, tzinfo=UTC)).splitlines()[1] == "workers: none seen"

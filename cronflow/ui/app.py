@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from cronflow.store import Store
 
 POLL_SECONDS = 0.5  # a change shows within this (plus the reload)
+WORKERS_EVERY = 5.0  # the header asks the broker for live workers at most this often
 TICK_SECONDS = 5.0  # relative times ("in 3m") and the daemon's state move on at least this often
 
 KEYS = [
@@ -106,6 +107,8 @@ class Dashboard(App[None]):
         self.config: Config | None = None
         self.config_error: str | None = None
         self._stamp: tuple[int, int, int] | None = None
+        self._remote_workers_at = 0.0
+        self._remote_workers_seen = ""
         self._store = store
         self._version: int | None = None
         self._last_tick = 0.0
@@ -140,6 +143,25 @@ class Dashboard(App[None]):
         except CronflowError as exc:
             self.config_error = exc.message
 
+    def _remote_workers(self) -> str:
+        """Live workers, when the job file sends attempts to them; asked at most every 5 s
+        (the broker is another machine: the header must not wait on it at each refresh)."""
+        if self.config is None or self.config.executor.kind != "celery":
+            return ""
+        now = self.clock.monotonic()
+        if now - self._remote_workers_at < WORKERS_EVERY and self._remote_workers_seen:
+            return self._remote_workers_seen
+        self._remote_workers_at = now
+        try:
+            from cronflow.remote import live_workers
+
+            self._remote_workers_seen = model.workers_text(live_workers(self.config))
+        except CronflowError as exc:
+            from cronflow.units import mask_urls
+
+            self._remote_workers_seen = f"workers: {mask_urls(exc.message)}"
+        return self._remote_workers_seen
+
     def _config_changed(self) -> bool:
         try:
             st = os.stat(self.config_path)
@@ -151,7 +173,9 @@ class Dashboard(App[None]):
         pid = triggering.daemon_pid(self.state_dir)
         since = self.store.get_state("daemon:since") if pid else None
         executor = self.config.executor.kind if self.config else "local"
-        line = model.DaemonLine(pid, since, self.config_path, self.config_error, executor)
+        line = model.DaemonLine(
+            pid, since, self.config_path, self.config_error, executor, self._remote_workers()
+        )
         text = Text(line.text(self.now()), style="bold" if pid else "bold yellow")
         if self.config_error:
             text.append(f"\njob file error: {self.config_error}", style="bold red")

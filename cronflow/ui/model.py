@@ -141,6 +141,7 @@ class DaemonLine:
     config_path: Path
     config_error: str | None
     executor: str
+    workers: str = ""  # with remote execution: who is alive, on which queues
 
     def text(self, now: datetime) -> str:
         if self.pid is None:
@@ -156,7 +157,18 @@ class DaemonLine:
             daemon = f"daemon: running (pid {self.pid}{since})"
         return f"{daemon} · {self.config_path}" + (
             f" · executor: {self.executor}" if self.executor != "local" else ""
-        )
+        ) + (f"\n{self.workers}" if self.workers else "")
+
+
+def workers_text(workers: list[dict[str, object]]) -> str:
+    """The header's line on remote workers: each with its queues and how many attempts run."""
+    if not workers:
+        return "workers: none seen"
+    shown = (
+        f"{w['hostname']} ({','.join(w['queues'])}: {len(w['running'])} running)"  # type: ignore[arg-type]
+        for w in workers
+    )
+    return "workers: " + ", ".join(shown)
 
 
 def duration_text(seconds: float | None) -> str:
