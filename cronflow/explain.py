@@ -7,7 +7,7 @@ and the pause log. Each reason is one sentence; `--json` prints them with their 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from cronflow.errors import CronflowError
@@ -90,19 +90,28 @@ def _schedule(flow: Flow, job: Job, at: datetime) -> tuple[list[Reason], bool]:
 
 
 def _dst(zone: tzinfo, at: datetime) -> list[Reason]:
-    """A daylight-saving change within three hours of `at`, named."""
-    early = (at - timedelta(hours=3)).astimezone(zone).utcoffset()
-    late = (at + timedelta(hours=3)).astimezone(zone).utcoffset()
+    """A daylight-saving change within three hours of `at`, named with its wall times."""
+    moment = at.astimezone(UTC)  # arithmetic on instants, not on wall times
+    lo, hi = moment - timedelta(hours=3), moment + timedelta(hours=3)
+    early, late = lo.astimezone(zone).utcoffset(), hi.astimezone(zone).utcoffset()
     if early is None or late is None or early == late:
         return []
+    while hi - lo > timedelta(minutes=1):  # the instant of the change, to the minute
+        mid = lo + (hi - lo) / 2
+        lo, hi = (mid, hi) if mid.astimezone(zone).utcoffset() == early else (lo, mid)
+    change = hi.astimezone(UTC).replace(tzinfo=None)
+    old, new = change + early, change + late  # the wall clock just before, and just after
     name = getattr(zone, "key", str(zone))
+    when = f"on {old:%Y-%m-%d} at {old:%H:%M} the {name} clocks go"
     if late > early:
-        what = "clocks go forward (a gap: its wall times do not exist; a fixed-time job's " \
-            "fire in it runs once at its end, a clock-following one has none)"  # fmt: skip
+        text = (f"{when} forward to {new:%H:%M}: wall times from {old:%H:%M} to {new:%H:%M} do"
+                f" not exist (a fixed-time job's fire in the gap runs once at {new:%H:%M},"
+                " a clock-following one has none)")  # fmt: skip
     else:
-        what = "clocks go back (an hour repeats: a fixed-time job fires at its first " \
-            "occurrence only, a clock-following one in both)"  # fmt: skip
-    return [Reason("dst", f"near {_t(at, zone)} the {name} {what}", at)]
+        text = (f"{when} back to {new:%H:%M}: {new:%H:%M} to {old:%H:%M} happens twice"
+                " (a fixed-time job fires at its first occurrence only, a clock-following"
+                " one in both)")  # fmt: skip
+    return [Reason("dst", text, at)]
 
 
 # --- a fire with runs ---------------------------------------------------------------------------

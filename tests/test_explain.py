@@ -83,7 +83,11 @@ def test_why_names_a_dst_gap(tmp_path: Path) -> None:
     gap = datetime(2026, 3, 29, 3, 0, tzinfo=ZoneInfo("Europe/Berlin"))
     found = why(live, "b", gap)
     assert found[0].endswith("fires at 2026-03-29T03:00:00+02:00")
-    assert any(f.startswith("dst: ") and "clocks go forward" in f for f in found)
+    assert "dst: on 2026-03-29 at 02:00 the Europe/Berlin clocks go forward to 03:00:" \
+        " wall times from 02:00 to 03:00 do not exist" in " | ".join(found)
+    back = why(live, "b", datetime(2026, 10, 25, 2, 30, tzinfo=ZoneInfo("Europe/Berlin")))
+    assert "dst: on 2026-10-25 at 03:00 the Europe/Berlin clocks go back to 02:00:" \
+        " 02:00 to 03:00 happens twice" in " | ".join(back)
 
 
 HOURLY = """
