@@ -558,23 +558,7 @@ class Daemon:
                 request.trigger,
                 request.id,
             )
-            self._launch(flow, plan, self._execute_taken(plan, *created))
-
-    async def _execute_taken(
-        self, plan: FlowRun, flow_run_id: int, run_ids: dict[str, int]
-    ) -> None:
-        assert self.engine is not None
-        try:
-            runs = await self.engine.execute_created(plan, flow_run_id, run_ids)
-        except CronflowError as exc:
-            log.error("flow %s: %s", plan.flow, exc.message)
-            return
-        failed = [r.job for r in runs if r.status not in ("success", "skipped")]
-        log.info(
-            "finished %s: %s", plan.flow, f"failed: {', '.join(failed)}" if failed else "success"
-        )
-
-    # --- start-up duties -------------------------------------------------------------------
+            self._launch(flow, plan, self._run_created(plan, *created))
 
     def _recover(self) -> None:
         """Runs whose cronflow process died become `lost`. Their processes that still run are
