@@ -699,7 +699,7 @@ class Daemon:
     def _summary(self) -> str:
         if self.config is None:
             return "no job file yet"
-        running = sum(s.active for s in self.flows.values())
+        running = len(self.tasks)  # flow runs going: counted, not summed over every flow
         problem = "; job file invalid, running the last good one" if self.config_error else ""
         return f"{len(self.config.jobs)} jobs, {running} flow runs going{problem}"
 
