@@ -249,7 +249,7 @@ def test_secrets_in_a_note_are_masked(tmp_path: Path) -> None:
         async def run(self, command, on_output, stop, **kw):
             now = datetime.now(UTC)
             kw["on_sent"]("r1")
-            kw["on_start"]("gpu1", None, None)
+            kw["on_start"]("gpu1", None, None, now)
             on_output("out", now, f"remote {command.env['TOKEN']}\n".encode())
             return AttemptResult("failed", 1, now, now, None, None, b"", f"boom {TOKEN}")
 
