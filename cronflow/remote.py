@@ -214,10 +214,6 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text)
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat()
-
-
 def _time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
