@@ -162,6 +162,12 @@ class Engine:
         done: dict[str, asyncio.Future[str]] = {
             job: asyncio.get_running_loop().create_future() for job in plan.jobs
         }
+        if len(plan.jobs) == 1 and plan.missed is None:
+            # One job: run it in this task, so that its process starts before the loop turns
+            # to the next fire's bookkeeping (many flows due at one instant).
+            (job,) = plan.jobs
+            await self._job(plan, job, run_ids[job], done)
+            return self.store.runs_in_flow_run(flow_run_id)
         tasks = [
             asyncio.create_task(self._job(plan, job, run_ids[job], done), name=f"job:{job}")
             for job in plan.jobs
@@ -637,6 +643,9 @@ async def _acquire_unless(slots: asyncio.Semaphore, *events: asyncio.Event) -> b
     """Take a slot, unless one of `events` is set first; True if the slot was taken."""
     if any(e.is_set() for e in events):
         return False
+    if not slots.locked():  # a free slot is taken at once, without yielding to the loop
+        await slots.acquire()
+        return True
     take = asyncio.ensure_future(slots.acquire())
     if not await _until(events, take):
         return True
