@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
 import os
 import re
@@ -489,6 +488,8 @@ def _is_int(value: Any) -> bool:
 
 def suggest(word: str, choices: Any) -> str:
     """ " (did you mean 'x'?)" for the closest of `choices`, or "" when none is close."""
+    import difflib  # only when a problem is reported: not held by a daemon
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -621,6 +622,8 @@ def env_file_problems(config: Config, text: str) -> list[Problem]:
     """The env files of `config` that are missing or unsafe, each once, located at the
     `env_file` key that names it (the job's, else [defaults]'). For `validate`: loading a
     job file reads no env file, the attempts do, at each run."""
+    if not any(job.env_file for job in config.jobs.values()):
+        return []  # most files: no line scan of 1,000 jobs for nothing
     from cronflow import envfile
 
     lines = _key_lines(text)
