@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import signal
-import uuid
+import sys
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -580,9 +580,16 @@ class Daemon:
         if self.config is None or self.config.executor.kind != "celery" or self.engine.remote:
             return
         try:
+            import uuid
+
             from cronflow.remote import RemoteExecutor, Settings
 
             settings = Settings.from_config(self.config)
+            if settings_need_tls(self.config) and _started_without_tls():
+                raise CronflowError(
+                    "this daemon started without TLS support (its job file named no workers "
+                    "then); restart it to reach a rediss:// broker"
+                )
             token = self.store.get_state("remote:token") or uuid.uuid4().hex
             self.store.set_state("remote:token", token)
         except CronflowError as exc:
@@ -783,6 +790,17 @@ def setup_logging() -> None:
     handler.setFormatter(logging.Formatter(fmt))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+
+
+def settings_need_tls(config: Config) -> bool:
+    url = config.executor.broker_url(os.environ) or ""
+    return url.startswith("rediss://")
+
+
+def _started_without_tls() -> bool:
+    """True in a daemon_process that imported asyncio with `ssl` hidden (see there)."""
+    sslproto = sys.modules.get("asyncio.sslproto")
+    return sslproto is not None and getattr(sslproto, "ssl", True) is None
 
 
 def run_daemon(config_path: Path, store: Store, lock_path: Path) -> None:

@@ -33,7 +33,8 @@ def find_cycle(graph: Graph) -> list[str] | None:
         return None
 
     for node in graph:
-        if node not in state and (found := visit(node)):
+        # A node that runs after nothing closes no cycle: most jobs, skipped cheaply.
+        if graph[node] and node not in state and (found := visit(node)):
             return found
     return None
 
@@ -68,9 +69,13 @@ def components(graph: Graph) -> list[tuple[str, ...]]:
             neighbours.setdefault(up, set()).add(node)
     position = {name: i for i, name in enumerate(graph)}
     seen: set[str] = set()
-    result = []
+    result: list[tuple[str, ...]] = []
     for start in graph:
         if start in seen:
+            continue
+        if not neighbours[start]:  # a job on its own, as most are: a flow of one
+            seen.add(start)
+            result.append((start,))
             continue
         part, stack = set(), [start]
         while stack:

@@ -48,9 +48,13 @@ def jobs(config: Config, now: datetime, store: Store | None) -> list[JobView]:
     last = store.last_status(list(config.jobs)) if store else {}
     paused = store.paused_jobs() if store else set()
     views = []
+    fires: dict[tuple[Any, Any], datetime | None] = {}  # one search per schedule and zone
     for flow in config.flows:
         held = next((j for j in flow.jobs if j in paused), None)
-        fire = flow.next_fire(now) if held is None else None
+        fire = None
+        if held is None:
+            key = (flow.schedule, flow.timezone)
+            fire = fires[key] if key in fires else fires.setdefault(key, flow.next_fire(now))
         for name in flow.jobs:
             job = config.jobs[name]
             views.append(

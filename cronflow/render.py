@@ -138,11 +138,16 @@ def job_table(views: Sequence[Any], now: datetime, width: int | None = -1) -> No
     then WHEN, SCHEDULE, DESCRIPTION and LAST; JOB and NEXT FIRE stay."""
     described = any(v.description for v in views)
     rows: list[list[Cell]] = []
+    # Many jobs share a fire (same schedule and zone). Keyed with the zone too: equal instants
+    # in two zones are equal datetimes, but read differently.
+    cells: dict[tuple[datetime, Any], Cell] = {}
     for v in views:
         upcoming: Cell
         if v.next_fire is not None:
-            upcoming = time_cell(
-                v.next_fire, v.next_fire.tzinfo, now, f" ({relative(v.next_fire, now)})"
+            key = (v.next_fire, v.next_fire.tzinfo)
+            upcoming = cells.get(key) or cells.setdefault(
+                key,
+                time_cell(v.next_fire, v.next_fire.tzinfo, now, f" ({relative(v.next_fire, now)})"),
             )
         elif v.paused:
             upcoming = "paused" if v.paused_by == v.name else f"paused by {v.paused_by}"

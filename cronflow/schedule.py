@@ -16,6 +16,7 @@ at its first occurrence only). All comparisons happen on UTC instants.
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from bisect import bisect_left
 from dataclasses import dataclass, field
@@ -299,6 +300,12 @@ class Schedule:
 
     def describe(self) -> str:
         """Plain English for `list` and `next`: "at 06:00 every day", "every 15 minutes"."""
+        return self._description
+
+    @functools.cached_property
+    def _description(self) -> str:
+        # Worded once per schedule: parse_schedule shares one Schedule between the jobs that
+        # write the same text, so `list` of 1,000 jobs words each distinct schedule once.
         if self.kind == "reboot":
             return "once when the daemon starts after boot"
         if self.kind == "every":
@@ -420,9 +427,19 @@ def _gap_end(wall: datetime, before: timedelta, after: timedelta, tz: ZoneInfo) 
 
 
 def parse_schedule(text: str) -> Schedule:
-    """Parse a schedule as written in a job file. Raises ScheduleError saying what is allowed."""
+    """Parse a schedule as written in a job file. Raises ScheduleError saying what is allowed.
+
+    Each distinct text is compiled once per process: a file of 1,000 jobs usually holds a few
+    dozen schedules, and a Schedule is immutable (its day cache depends only on the text), so
+    jobs, reloads and `cronflow list` share one. A refused text is not cached.
+    """
     if not isinstance(text, str):
         raise ScheduleError(f"expected a schedule as text, got {text!r}")
+    return _compiled(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(text: str) -> Schedule:
     if not text.strip():
         raise ScheduleError(f"empty schedule; expected {_FORMS}")
     words = text.split()
