@@ -379,7 +379,9 @@ def daemon(config: ConfigOption = None) -> None:
     # typer, click or rich: about 8 MB less for as long as the daemon runs.
     state = _Paths.state_dir()
     _open_store().close()  # a state folder or database problem is reported here, as before
-    argv = ["-m", "cronflow.daemon_process", str(_Paths.config(config)), str(state)]
+    # -P: the working folder is not put on sys.path, so a `cronflow` folder there (a source
+    # checkout, or anything else) is never what runs as the daemon.
+    argv = ["-P", "-m", "cronflow.daemon_process", str(_Paths.config(config)), str(state)]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, *argv])
