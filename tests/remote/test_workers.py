@@ -25,6 +25,16 @@ def run(cluster: Cluster, config: Path, *args: str, timeout: float = 90):
     return cronflow("run", *args, "-c", str(config), env=cluster.env, timeout=timeout)
 
 
+def start_run(cluster: Cluster, config: Path, job: str) -> subprocess.Popen[bytes]:
+    """`cronflow run JOB` in the background, as from a terminal."""
+    return subprocess.Popen(
+        [*CRONFLOW, "run", job, "-c", str(config)],
+        env={**os.environ, **cluster.env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def history(cluster: Cluster, config: Path) -> list[dict]:
     result = cronflow("history", "--json", "--limit", "1000", "-c", str(config), env=cluster.env)
     assert result.returncode == 0, result.stderr
@@ -114,12 +124,7 @@ def test_ctrl_c_of_cronflow_run_stops_the_remote_job(cluster: Cluster) -> None:
     config = job_file(
         cluster, f'[jobs.slow]\nqueue = "q"\ncommand = "echo $$ > {pidfile}; exec sleep 300"\n'
     )
-    runner = subprocess.Popen(
-        [*CRONFLOW, "run", "slow", "-c", str(config)],
-        env={**os.environ, **cluster.env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    runner = start_run(cluster, config, "slow")
     wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=30)
     job = int(pidfile.read_text())
     runner.send_signal(signal.SIGINT)
@@ -224,12 +229,7 @@ queue = "q"
 command = 'echo first; while [ ! -e {gate} ]; do sleep 0.05; done; echo second'
 """,
     )
-    runner = subprocess.Popen(
-        [*CRONFLOW, "run", "chatty", "-c", str(config)],
-        env={**os.environ, **cluster.env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    runner = start_run(cluster, config, "chatty")
     wait_until(lambda: history(cluster, config) and history(cluster, config)[0]["host"])
     follower = subprocess.Popen(
         [*CRONFLOW, "logs", "chatty", "-f", "-c", str(config)],
@@ -301,12 +301,7 @@ def test_workers_lists_what_runs_and_sigterm_stops_it_after_stop_timeout(
     config = job_file(
         cluster, f'[jobs.long]\nqueue = "q"\ncommand = "echo $$ > {pidfile}; exec sleep 300"\n'
     )
-    runner = subprocess.Popen(
-        [*CRONFLOW, "run", "long", "-c", str(config)],
-        env={**os.environ, **cluster.env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    runner = start_run(cluster, config, "long")
     wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=30)
     listed = cronflow("workers", "--json", "-c", str(config), env=cluster.env)
     assert listed.returncode == 0, listed.stderr
