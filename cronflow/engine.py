@@ -18,6 +18,7 @@ from cronflow import envfile, flows
 from cronflow.clock import Clock
 from cronflow.errors import CronflowError, Detached
 from cronflow.logcap import TAIL_BYTES
+from cronflow.records import AttemptEnd
 from cronflow.runner import AttemptResult, Command, run_attempt
 
 if TYPE_CHECKING:
@@ -213,7 +214,10 @@ class Engine:
         except CronflowError as exc:
             note = f"cronflow error: {exc.message}"
             now = self.clock.now()
-            self.record_end(job_run.run_id, status="failed", finished_at=now, note=note)
+            self.record_end(
+                job_run.run_id, status="failed", finished_at=now, note=note,
+                attempt=job_run.take_end(),
+            )  # fmt: skip
             self.observer.status(job_run.job.name, job_run.run_id, "failed", note)
             return "failed"
         except Exception as exc:  # a bug: never leave the run `running`, then show it
@@ -223,6 +227,7 @@ class Engine:
                     status="failed",
                     finished_at=self.clock.now(),
                     note=f"cronflow error: {exc!r}",
+                    attempt=job_run.take_end(),
                 )
             raise
 
@@ -320,6 +325,13 @@ class _JobRun:
         # the job prints of them is stored and shown as ***, its hooks' output too.
         self.files: dict[str, str] = {}
         self.masker = envfile.Masker()
+        # The end of the latest local attempt, not yet written: it goes in with the run's next
+        # write (retrying, or its end), one transaction where there were two.
+        self.pending_end: AttemptEnd | None = None
+
+    def take_end(self) -> AttemptEnd | None:
+        end, self.pending_end = self.pending_end, None
+        return end
 
     def _read_env_files(self) -> None:
         """Read the job's env files now (a rotated token needs no reload); CronflowError if
@@ -358,7 +370,8 @@ class _JobRun:
             if engine.halting:
                 break
             wait = job.retry_wait(attempts)
-            self.store.update_run(self.run_id, status="retrying")
+            self.store.update_run(self.run_id, status="retrying", attempt=self.pending_end)
+            self.pending_end = None  # written; a refused write leaves it to the failed end
             self._status("retrying", f"attempt {attempts} {result.status}; retry in {wait:g}s")
             await self._hook("on_retry", attempts, result)
             await _sleep_unless(wait, engine.stop, engine.drain)
@@ -377,6 +390,7 @@ class _JobRun:
             started_at=first_start,
             cpu_seconds=self.cpu if result else None,
             max_rss_kb=self.rss if result else None,
+            attempt=self.take_end(),
         )
         self._status(status, note)
         if result is not None:
@@ -484,16 +498,18 @@ class _JobRun:
         return await self._ended(attempt, result)
 
     async def _ended(self, attempt: int, result: AttemptResult) -> AttemptResult:
-        self.store.finish_attempt(
-            self.run_id,
+        end = AttemptEnd(
             attempt,
-            finished_at=result.finished_at,
-            status=result.status,
-            exit_code=result.exit_code,
-            cpu_seconds=result.cpu_seconds,
-            max_rss_kb=result.max_rss_kb,
+            result.finished_at,
+            result.status,
+            result.exit_code,
+            result.cpu_seconds,
+            result.max_rss_kb,
         )
-        if result.settle is not None:  # the store has it: the broker may forget it now
+        if result.settle is None:
+            self.pending_end = end
+        else:  # remote: the broker may forget the attempt only once the store has it
+            self.store.update_run(self.run_id, attempt=end)
             await result.settle()
         self.cpu += result.cpu_seconds or 0.0
         self.rss = max(self.rss, result.max_rss_kb or 0)

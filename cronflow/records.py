@@ -67,6 +67,18 @@ class AttemptRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """How attempt `number` of a run ended, as written with the run's own end (one write)."""
+
+    number: int
+    finished_at: datetime
+    status: str
+    exit_code: int | None
+    cpu_seconds: float | None
+    max_rss_kb: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class HookRecord:
     id: int
     run_id: int

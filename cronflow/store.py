@@ -25,6 +25,7 @@ from cronflow.clock import Clock
 from cronflow.errors import CronflowError
 from cronflow.lock import prepare_state_folder
 from cronflow.records import (
+    AttemptEnd,
     AttemptRecord,
     DaemonEvent,
     HookRecord,
@@ -57,6 +58,18 @@ def _to_us(moment: datetime) -> int:
 
 def _from_us(value: int | None) -> datetime | None:
     return None if value is None else _EPOCH + timedelta(microseconds=value)
+
+
+def _end_attempt(db: sqlite3.Connection, run_id: int, end: AttemptEnd) -> None:
+    _check_status(end.status)
+    cursor = db.execute(
+        "UPDATE attempts SET finished_at = ?, status = ?, exit_code = ?, cpu_seconds = ?,"
+        " max_rss_kb = ? WHERE run_id = ? AND number = ?",
+        (_to_us(end.finished_at), end.status, end.exit_code, end.cpu_seconds, end.max_rss_kb,
+         run_id, end.number),
+    )  # fmt: skip
+    if cursor.rowcount != 1:
+        raise KeyError(f"no attempt {end.number} of run {run_id}")
 
 
 _RUN_COLUMNS = (
@@ -528,8 +541,10 @@ class Store:
         note: str | None = None,
         cpu_seconds: float | None = None,
         max_rss_kb: int | None = None,
+        attempt: AttemptEnd | None = None,
     ) -> None:
-        """Change only the fields given (None means "leave as is")."""
+        """Change only the fields given (None means "leave as is"); with `attempt`, record
+        that attempt's end in the same transaction (one write where a job ends)."""
         if status is not None:
             _check_status(status)
         changes = {
@@ -543,15 +558,18 @@ class Store:
             "max_rss_kb": max_rss_kb,
         }
         changes = {column: value for column, value in changes.items() if value is not None}
-        if not changes:
+        if not changes and attempt is None:
             return
         assignments = ", ".join(f"{column} = ?" for column in changes)
         with self._write() as db:
-            cursor = db.execute(
-                f"UPDATE runs SET {assignments} WHERE id = ?", (*changes.values(), run_id)
-            )
-        if cursor.rowcount != 1:
-            raise KeyError(f"no run {run_id}")
+            if attempt is not None:
+                _end_attempt(db, run_id, attempt)
+            if changes:
+                cursor = db.execute(
+                    f"UPDATE runs SET {assignments} WHERE id = ?", (*changes.values(), run_id)
+                )
+                if cursor.rowcount != 1:
+                    raise KeyError(f"no run {run_id}")
 
     @_user_errors
     def start_attempt(
@@ -645,15 +663,9 @@ class Store:
         cpu_seconds: float | None,
         max_rss_kb: int | None,
     ) -> None:
-        _check_status(status)
+        end = AttemptEnd(number, finished_at, status, exit_code, cpu_seconds, max_rss_kb)
         with self._write() as db:
-            cursor = db.execute(
-                "UPDATE attempts SET finished_at = ?, status = ?, exit_code = ?,"
-                " cpu_seconds = ?, max_rss_kb = ? WHERE run_id = ? AND number = ?",
-                (_to_us(finished_at), status, exit_code, cpu_seconds, max_rss_kb, run_id, number),
-            )
-        if cursor.rowcount != 1:
-            raise KeyError(f"no attempt {number} of run {run_id}")
+            _end_attempt(db, run_id, end)
 
     @_user_errors
     def start_hook(self, run_id: int, attempt: int, hook: str, started_at: datetime) -> int:
