@@ -373,3 +373,32 @@ def test_a_store_that_refuses_writes_fails_the_run_and_records_it_later(
     run = store.get_run(run_id)
     assert run.status == "failed"
     assert run.note == "cronflow error: database or disk is full: x"
+
+
+def test_a_job_costs_three_write_transactions_and_ends_every_attempt(tmp_path: Path) -> None:
+    """Created, started, ended: the last attempt's end goes in with the run's (issue 14); a
+    retried attempt ends with the `retrying` write. Every attempt row still gets its end."""
+    config = parse_config(
+        '[jobs.a]\ncommand = "true"\n[jobs.b]\ncommand = "exit 3"\nretries = 1\nretry_delay = 0\n',
+        str(tmp_path / "jobs.toml"),
+    )
+    store = Store(tmp_path / "state" / "cronflow.db")
+    writes: list[str] = []
+    store.conn.set_trace_callback(
+        lambda sql: writes.append(sql) if sql == "BEGIN IMMEDIATE" else None
+    )
+
+    async def one(job: str) -> None:
+        plan = FlowRun(config, job, (job,), LOGICAL, "manual")
+        await Engine(store, max_parallel=1, observer=Recorder()).execute(plan)
+
+    asyncio.run(one("a"))
+    assert len(writes) == 3
+    writes.clear()
+    asyncio.run(one("b"))
+    assert len(writes) == 5  # created; started, retrying; started, ended
+    for job, statuses in (("a", ["success"]), ("b", ["failed", "failed"])):
+        (run,) = store.history(job=job)
+        attempts = store.attempts(run.run_id)
+        assert [a.status for a in attempts] == statuses
+        assert all(a.finished_at is not None and a.exit_code is not None for a in attempts)
