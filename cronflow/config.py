@@ -7,7 +7,7 @@ import os
 import re
 import stat
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -36,6 +36,7 @@ MAX_RETRIES = 1000
 MAX_BACKOFF = 1000.0
 MAX_PARALLEL = 10_000
 MAX_LOG_BYTES = 1024**3
+NO_ENV: MappingProxyType[str, str] = MappingProxyType({})  # shared by every job without `env`
 
 
 @dataclass(frozen=True)
@@ -91,20 +92,19 @@ class Job:
         return min(wait, self.retry_max_delay)
 
 
-_JOB_DEFAULTS = {f.name: f.default for f in fields(Job) if f.default is not MISSING}
-
-
 def _new_job(values: dict[str, Any]) -> Job:
-    """A Job from checked values, as `Job(**values)` builds it but about 6x faster.
+    """A Job from checked values, as `Job(**values)` builds it but about 10x faster.
 
     The generated __init__ of a frozen dataclass sets its 31 fields one `object.__setattr__`
     at a time, which was the largest part of loading a file of 1,000 jobs. The checker has
     already converted every value, and always sets `workdir` and `env`; the two other
-    default factories are filled here as __init__ would fill them.
+    default factories are filled here as __init__ would fill them. A field left at its plain
+    default is not stored in the instance: reading it finds the class attribute the dataclass
+    keeps, so a typical job's dict holds 6-10 keys (272 bytes) rather than 31 (832 bytes), for
+    as long as a daemon runs.
     """
     job = object.__new__(Job)
     attributes = job.__dict__
-    attributes.update(_JOB_DEFAULTS)
     if "timezone" not in values:
         attributes["timezone"] = local_zone()
     attributes.update(values)
@@ -428,7 +428,8 @@ class _Checker:
             values["workdir"] = str(self.folder / os.path.expanduser(values["workdir"]))
         else:
             values["workdir"] = str(self.folder)
-        values["env"] = MappingProxyType(values.get("env", {}))
+        env = values.get("env")
+        values["env"] = MappingProxyType(env) if env else NO_ENV
         values["name"] = name
         return _new_job(values)
 

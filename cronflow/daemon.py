@@ -15,7 +15,7 @@ import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -51,14 +51,22 @@ STATE_REBOOT = "reboot:"  # + flow name: boot id at which @reboot last fired
 STATE_SEEN = "seen:"
 
 
-@dataclass
+@dataclass(slots=True)
 class FlowState:
     """What the daemon tracks per flow between wake-ups."""
 
     accounted: datetime  # fires up to here are handled (persisted when something happened)
     next_fire: datetime | None = None
     active: int = 0
-    pending: deque[tuple[datetime, str]] = field(default_factory=deque)
+    # Fires waiting for the flow's run to end; None until the first one: an empty deque holds
+    # a 512-byte block, 0.7 MB over 1,000 flows that never queue anything.
+    pending: deque[tuple[datetime, str]] | None = None
+
+    def queue(self) -> deque[tuple[datetime, str]]:
+        """`pending`, created on first use."""
+        if self.pending is None:
+            self.pending = deque()
+        return self.pending
 
 
 class Daemon:
@@ -357,7 +365,7 @@ class Daemon:
         if decision.catchup:
             log.info("%s: catching up %d missed fires", flow.name, len(decision.catchup))
             state = self.flows[flow.name]
-            state.pending.extend((t, "catchup") for t in decision.catchup)
+            state.queue().extend((t, "catchup") for t in decision.catchup)
             self._start_pending(flow.name)
         for fire in decision.on_time:
             self._fire(flow, fire, "schedule")
@@ -379,7 +387,7 @@ class Daemon:
         if not state.active or overlap == "allow":
             self._start(flow, logical_time, trigger)
         elif overlap == "queue" and not state.pending:
-            state.pending.append((logical_time, trigger))
+            state.queue().append((logical_time, trigger))
         else:  # skip, or a queue that already holds its one waiting run
             self._record_skipped(flow, logical_time, trigger)
 

@@ -3,12 +3,15 @@ which fires are due, which were missed, what catch-up runs, and jitter."""
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from cronflow.schedule import Schedule
+
+if TYPE_CHECKING:
+    import random
 
 LATE_AFTER = timedelta(seconds=60)  # a fire noticed later than this counts as missed
 MAX_CATCHUP = 1000
@@ -91,4 +94,10 @@ def _fires_after(
 
 def jitter_delay(jitter: float, rng: random.Random | None = None) -> float:
     """A random delay in [0, jitter] seconds added to a scheduled fire."""
-    return (rng or random).uniform(0, jitter) if jitter > 0 else 0.0
+    if not jitter > 0:  # not `<=`: NaN stays 0.0, as before
+        return 0.0
+    if rng is None:
+        import random  # only for a job with `jitter`: a daemon without one never holds it
+
+        return random.uniform(0, jitter)
+    return rng.uniform(0, jitter)
