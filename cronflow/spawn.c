@@ -68,20 +68,28 @@ static void exec_in_path(char **argv, char **envp) {
     errno = first_error != 0 ? first_error : ENOENT;
 }
 
-/* In the cloned child: never returns. The job leads a new session; fd 0 is our /dev/null. */
-static void run_job(char *cwd, char **argv, char **envp, int out, int err, int report) {
-    int failure[2] = {0, 'x'};
+/* The job being started: set before the clone, and the child's errno written back into it (the
+ * child shares our memory until it execs). */
+static struct {
+    char *cwd, **argv, **envp;
+    int out, err;
+    volatile int error, which;
+} job;
+static char child_stack[64 * 1024] __attribute__((aligned(16)));
+
+/* In the cloned child, on child_stack: never returns. The job leads a new session; fd 0 is our
+ * /dev/null; no signal handler can run here (all dispositions are default). */
+static int run_job(void *unused) {
+    (void)unused;
     setsid();
-    if (dup2(out, 1) < 0 || dup2(err, 2) < 0) goto failed; /* dup2 clears CLOEXEC on 1 and 2 */
-    if (chdir(cwd) != 0) {
-        failure[1] = 'c';
+    if (dup2(job.out, 1) < 0 || dup2(job.err, 2) < 0) goto failed; /* clears CLOEXEC on 1, 2 */
+    if (chdir(job.cwd) != 0) {
+        job.which = 'c';
         goto failed;
     }
-    exec_in_path(argv, envp);
+    exec_in_path(job.argv, job.envp);
 failed:
-    failure[0] = errno;
-    ssize_t ignored = write(report, failure, sizeof failure);
-    (void)ignored;
+    job.error = errno;
     _exit(127);
 }
 
@@ -101,28 +109,23 @@ static void spawn(int sock, ssize_t size, int out, int err) {
     memmove(strings + 2 + counts[0], strings + 1 + counts[0], counts[1] * sizeof *strings);
     strings[1 + counts[0]] = NULL;
     strings[2 + counts[0] + counts[1]] = NULL;
-    char **argv = strings + 1, **envp = strings + 2 + counts[0];
-
-    int report[2];
-    if (pipe2(report, O_CLOEXEC) != 0) {
+    job.cwd = strings[0];
+    job.argv = strings + 1;
+    job.envp = strings + 2 + counts[0];
+    job.out = out;
+    job.err = err;
+    job.error = 0;
+    job.which = 'x';
+    /* As posix_spawn does: CLONE_VM|CLONE_VFORK shares our memory (nothing to copy) and resumes
+     * us once the job has exec'd or exited, with its errno in `job`. The memory it had before
+     * exec, which its ru_maxrss keeps, is ours: a few hundred kB. CLONE_PARENT makes it the
+     * cronflow process's child, not ours. */
+    int pid = clone(run_job, child_stack + sizeof child_stack,
+                    CLONE_VM | CLONE_VFORK | CLONE_PARENT | SIGCHLD, NULL);
+    if (pid < 0)
         snprintf(reply, sizeof reply, "0 %d f", errno);
-        goto send;
-    }
-    /* A plain clone (not vfork): our whole memory is a few hundred kB, and it is what the job's
-     * ru_maxrss starts from. The raw syscall skips glibc's fork handlers, which we do not need. */
-    long pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
-    if (pid == 0) run_job(strings[0], argv, envp, out, err, report[1]);
-    close(report[1]);
-    int failure[2] = {pid < 0 ? errno : 0, 'f'};
-    if (pid > 0) {
-        ssize_t got;
-        while ((got = read(report[0], failure, sizeof failure)) < 0 && errno == EINTR) {
-        }
-        if (got != (ssize_t)sizeof failure) failure[0] = 0; /* EOF: the exec succeeded */
-    }
-    close(report[0]);
-    snprintf(reply, sizeof reply, "%ld %d %c", pid < 0 ? 0L : pid, failure[0],
-             failure[0] ? failure[1] : '-');
+    else
+        snprintf(reply, sizeof reply, "%d %d %c", pid, job.error, job.error ? job.which : '-');
     goto send;
 bad_request:
     snprintf(reply, sizeof reply, "0 %d r", E2BIG);
