@@ -7,6 +7,11 @@ exit is learnt from a pidfd, its pipes are read with ``add_reader``, and timers 
 handles. We reap the child ourselves with ``os.wait4`` to get its rusage, which is why this does
 not use ``asyncio.create_subprocess_exec`` (its child watcher would reap the child first).
 
+How a process starts: through ``spawn``, a tiny fork server (``spawn.c``) that clones the job with
+``CLONE_PARENT``, so the job is our own child, as with ``subprocess.Popen``, but its ``ru_maxrss``
+is its own, not cronflow's size at the fork (``spawn.py`` says why). Without a C compiler, jobs are
+started with ``subprocess.Popen`` (``start_new_session``) as before.
+
 Linux only (pidfd_open needs Linux 5.3+).
 
 Background grandchildren on a normal exit: once the command itself has exited, the output pipes
@@ -24,12 +29,11 @@ import errno
 import os
 import resource
 import signal
-import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from cronflow import processes
+from cronflow import processes, spawn
 from cronflow.clock import Clock
 from cronflow.logcap import OutputLog, OutputSink
 
@@ -110,32 +114,26 @@ async def run_attempt(
     if stop is not None and stop.is_set():
         return AttemptResult("canceled", None, started_at, started_at, None, None, b"")
     try:
-        proc = subprocess.Popen(
-            command.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=command.cwd,
-            env=command.env,
-            start_new_session=True,
-        )
+        started = spawn.start(command.argv, command.env, command.cwd)
     except (OSError, ValueError) as exc:
         if on_start is not None:
             on_start(None, None)
         return _exec_failure(command, exc, log, started_at, clock)
     try:
-        _WAITING.add(proc.pid)
+        _WAITING.add(started.pid)
+        start_time = processes.start_time(started.pid)
         if on_start is not None:
-            on_start(proc.pid, processes.start_time(proc.pid))
-        attempt = _Attempt(proc, command, log, clock)
+            on_start(started.pid, start_time)
+        attempt = _Attempt(started, start_time, command, log, clock)
     except BaseException:  # the store refused it, or pidfd_open failed: leave no unwatched job
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
-        proc.wait()  # SIGKILLed: this returns at once
-        _WAITING.discard(proc.pid)
+            os.killpg(started.pid, signal.SIGKILL)
+        started.stdout.close()
+        started.stderr.close()
+        _, status = os.waitpid(started.pid, 0)  # SIGKILLed: this returns at once
+        if started.direct is not None:
+            started.direct.returncode = os.waitstatus_to_exitcode(status)
+        _WAITING.discard(started.pid)
         raise
     return await attempt.wait(stop, started_at)
 
@@ -175,11 +173,17 @@ class _Attempt:
     """The running process: reads its pipes, learns of its exit, and kills its group on demand."""
 
     def __init__(
-        self, proc: subprocess.Popen[bytes], command: Command, log: OutputLog, clock: Clock
+        self,
+        started: spawn.Started,
+        start_time: int | None,
+        command: Command,
+        log: OutputLog,
+        clock: Clock,
     ):
         self._loop = asyncio.get_running_loop()
-        self._proc = proc
-        self._pgid = proc.pid  # start_new_session: the child leads its own session and group
+        self._started = started
+        self._pid = started.pid
+        self._pgid = started.pid  # the child leads its own session and group
         self._command = command
         self._log = log
         self._clock = clock
@@ -193,11 +197,10 @@ class _Attempt:
         self._sink_error: Exception | None = None
         self._partial: dict[int, bytearray] = {}
         self._streams: dict[int, str] = {}
-        self._start = processes.start_time(proc.pid)
-        self._pidfd = os.pidfd_open(proc.pid)
+        self._start = start_time
+        self._pidfd = os.pidfd_open(started.pid)
         self._loop.add_reader(self._pidfd, self._on_exit)
-        for pipe, stream in ((proc.stdout, "out"), (proc.stderr, "err")):
-            assert pipe is not None
+        for pipe, stream in ((started.stdout, "out"), (started.stderr, "err")):
             fd = pipe.fileno()
             os.set_blocking(fd, False)
             self._streams[fd] = stream
@@ -262,15 +265,18 @@ class _Attempt:
     def _on_exit(self) -> None:
         """The pidfd became readable: the child has exited; reap it and keep its rusage."""
         self._loop.remove_reader(self._pidfd)
+        direct = self._started.direct
         try:
-            _, status, rusage = os.wait4(self._proc.pid, 0)
+            _, status, rusage = os.wait4(self._pid, 0)
         except ChildProcessError:  # someone else reaped it (a foreign waitpid(-1)): no status
-            self._proc.returncode = -1
+            if direct is not None:
+                direct.returncode = -1
         else:
             self._wait_status, self._rusage = status, rusage
             # Tell Popen it is reaped, or its __del__ would waitpid() a pid that may be reused.
-            self._proc.returncode = os.waitstatus_to_exitcode(status)
-        _WAITING.discard(self._proc.pid)
+            if direct is not None:
+                direct.returncode = os.waitstatus_to_exitcode(status)
+        _WAITING.discard(self._pid)
         reap_adopted()
         if not self._exited.done():
             self._exited.set_result(None)
@@ -374,8 +380,8 @@ class _Attempt:
         rest = self._partial.pop(fd)
         if rest:
             self._log.add(stream, self._clock.now(), bytes(rest))
-        for pipe in (self._proc.stdout, self._proc.stderr):
-            if pipe is not None and not pipe.closed and pipe.fileno() == fd:
+        for pipe in (self._started.stdout, self._started.stderr):
+            if not pipe.closed and pipe.fileno() == fd:
                 pipe.close()
         if not self._streams and not self._pipes_closed.done():
             self._pipes_closed.set_result(None)
@@ -391,9 +397,8 @@ class _Attempt:
             else:
                 self._loop.remove_reader(fd)
                 self._streams.pop(fd)
-        for pipe in (self._proc.stdout, self._proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        for pipe in (self._started.stdout, self._started.stderr):
+            pipe.close()
 
 
 def reap_adopted() -> None:

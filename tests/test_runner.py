@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from cronflow import runner
+from cronflow import runner, spawn
 from cronflow.runner import AttemptResult, Command, run_attempt
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
@@ -239,6 +241,69 @@ def test_rusage_is_reported() -> None:
     r = run(sh("i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"))
     assert r.result.cpu_seconds is not None and r.result.cpu_seconds >= 0
     assert r.result.max_rss_kb is not None and r.result.max_rss_kb > 0
+
+
+ALLOCATE_200_MIB = (
+    "import sys; b = bytearray(200 * 1024 * 1024); b[::4096] = b'x' * (len(b) // 4096);"
+    " sys.stdout.write(open('/proc/self/status').read())"
+)
+
+
+def _status_kib(text: bytes, field: str) -> int:
+    line = next(x for x in text.splitlines() if x.startswith(field.encode() + b":"))
+    return int(line.split()[1])
+
+
+@pytest.mark.skipif(spawn.helper_path() is None, reason="no C compiler for spawn.c")
+def test_peak_memory_of_true_is_its_own() -> None:
+    """Not cronflow's RSS at the fork (this test process holds far more than 5 MiB)."""
+    r = run(Command(["true"], dict(os.environ), os.getcwd(), None))
+    assert r.result.status == "success"
+    assert r.result.max_rss_kb is not None and 0 < r.result.max_rss_kb < 5 * 1024
+
+
+@pytest.mark.skipif(spawn.helper_path() is None, reason="no C compiler for spawn.c")
+def test_peak_memory_of_a_200_mib_job() -> None:
+    """dd touches every page of its 200 MiB buffer; Python's own high-water mark (VmHWM,
+    which counts from exec only) must agree with what we report."""
+    dd = run(Command(["dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1"],
+                     dict(os.environ), os.getcwd(), None))  # fmt: skip
+    assert dd.result.status == "success"
+    assert dd.result.max_rss_kb is not None
+    assert abs(dd.result.max_rss_kb - 200 * 1024) <= 10 * 1024
+    py = run(Command([sys.executable, "-c", ALLOCATE_200_MIB], dict(os.environ), os.getcwd(), None))
+    assert py.result.status == "success" and py.result.max_rss_kb is not None
+    assert abs(py.result.max_rss_kb - _status_kib(py.data("out"), "VmHWM")) <= 1024
+    assert abs(py.result.max_rss_kb - 200 * 1024) <= 20 * 1024  # plus the interpreter's own
+
+
+def test_exec_failures_report_like_a_shell(tmp_path: Path) -> None:
+    script = tmp_path / "script"
+    script.write_text("echo no shebang\n")
+    script.chmod(0o644)
+    r = run(Command([str(script)], dict(os.environ), str(tmp_path), None))
+    assert (r.result.status, r.result.exit_code) == ("failed", 126)
+    assert r.result.error == f"permission denied: {script}"
+    r = run(Command(["no-such-program-here"], dict(os.environ), str(tmp_path), None))
+    assert (r.result.status, r.result.exit_code) == ("failed", 127)
+    assert r.result.error == "command not found: no-such-program-here"
+    r = run(Command(["true"], dict(os.environ), str(script), None))
+    assert (r.result.status, r.result.exit_code) == ("failed", 126)
+    assert r.result.error == f"workdir is not a directory: {script}"
+
+
+def test_many_attempts_at_once_all_run() -> None:
+    """50 attempts started together on one loop, each its own process, output and exit code."""
+
+    async def main() -> list[AttemptResult]:
+        async def one(n: int) -> AttemptResult:
+            return await run_attempt(sh(f"echo {n}; exit {n % 3}"), lambda *a: None)
+
+        return await asyncio.gather(*(one(n) for n in range(50)))
+
+    results = asyncio.run(main())
+    assert [r.exit_code for r in results] == [n % 3 for n in range(50)]
+    assert [r.tail for r in results] == [f"{n}\n".encode() for n in range(50)]
 
 
 def test_background_grandchild_holding_stdout_does_not_hang() -> None:

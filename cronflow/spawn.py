@@ -1,0 +1,273 @@
+"""How a job's process is started, so that its peak memory (``ru_maxrss``) is its own.
+
+Linux keeps, in a process's ``ru_maxrss``, the resident size it had before ``exec``: a job forked
+(or vforked) straight from cronflow would report cronflow's RSS at the fork, about 28 MiB for
+``true`` under the daemon. So jobs are started by ``spawn.c``, a tiny static fork server that
+this process starts once (on its first job) and talks to over a ``SOCK_SEQPACKET`` socketpair: it
+clones each job with ``CLONE_PARENT``, so the job is still *our* child (pidfd, ``wait4`` and its
+rusage, process group and session work as for a direct child) but what it held before exec is the
+server's ~1 MiB. One message per job, no exec of a helper per job.
+
+A job inherits from the server what a fork would have given it from us and cronflow never
+changes after start-up: user, umask, resource limits, cgroup; the server resets signal
+dispositions and mask to the defaults, and holds no descriptor but /dev/null (the job's stdin).
+
+`start` is synchronous: it returns once the job has exec'd (or raises as ``subprocess.Popen``
+would), so the caller learns the pid before its event loop can run ``runner.reap_adopted``.
+
+The server is compiled on first use with the system C compiler (``$CC`` or ``cc``) into the
+user cache folder, keyed by its source and the machine, and reused by later cronflow processes.
+Without a compiler (or when the server cannot be started) jobs are started with
+``subprocess.Popen`` as before, and their peak memory includes cronflow's RSS at the fork
+(`Started.direct` tells which way). A server that died (killed, or its parent thread exited:
+``PR_SET_PDEATHSIG``) is replaced on the next start; a forked child of this process starts its own.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import errno
+import functools
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+SOURCE = Path(__file__).with_name("spawn.c")
+#: Larger requests (argv + env + workdir) are started with Popen: REQUEST_BYTES in spawn.c.
+MAX_REQUEST = 128 * 1024
+
+
+@dataclass(frozen=True)
+class Started:
+    """A running job: its pid (= its process group and session) and the read ends of its output."""
+
+    pid: int
+    stdout: IO[bytes]
+    stderr: IO[bytes]
+    #: Set when the job was started with Popen (no server): tell it of the reaping.
+    direct: subprocess.Popen[bytes] | None = None
+
+
+def start(argv: list[str], env: dict[str, str], cwd: str) -> Started:
+    """Start ``argv`` in a new session with stdin on /dev/null and both output streams piped.
+
+    Raises OSError (or ValueError) as ``subprocess.Popen`` would when it cannot be started: a bad
+    workdir (``filename`` = ``cwd``) or a program that cannot be executed (``filename`` = it).
+    """
+    request = _request(argv, env, cwd)
+    if len(request) <= MAX_REQUEST:
+        with _lock:
+            started = _through_server(argv, cwd, request)
+        if started is not None:
+            return started
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    return Started(proc.pid, proc.stdout, proc.stderr, proc)
+
+
+def _request(argv: list[str], env: dict[str, str], cwd: str) -> bytes:
+    """The server's request (see spawn.c); ValueError for what Popen refuses too."""
+    if not argv:
+        raise ValueError("empty command")
+    entries = []
+    for key, value in env.items():
+        k, v = os.fsencode(key), os.fsencode(value)
+        if b"=" in k:
+            raise ValueError("illegal environment variable name")
+        entries.append(k + b"=" + v)
+    strings = [os.fsencode(cwd), *map(os.fsencode, argv), *entries]
+    if any(b"\0" in s for s in strings):
+        raise ValueError("embedded null byte")
+    return struct.pack("=II", len(argv), len(entries)) + b"\0".join(strings) + b"\0"
+
+
+def _through_server(argv: list[str], cwd: str, request: bytes) -> Started | None:
+    """Start the job through the server; None when there is none (the caller uses Popen)."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        reply = _ask(request, (out_w, err_w))
+    except BaseException:
+        os.close(out_r)
+        os.close(err_r)
+        raise
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    if reply is None or reply[1]:
+        os.close(out_r)
+        os.close(err_r)
+    if reply is None:
+        return None
+    pid, error, which = reply
+    if error:
+        if pid:  # the job has exited with 127 after its failed chdir or exec: it is our child
+            os.waitpid(pid, 0)
+        filename = {"c": cwd, "x": argv[0]}.get(which)
+        raise OSError(error, os.strerror(error), filename)
+    return Started(pid, os.fdopen(out_r, "rb", buffering=0), os.fdopen(err_r, "rb", buffering=0))
+
+
+def _ask(request: bytes, fds: tuple[int, int]) -> tuple[int, int, str] | None:
+    """Send one request, wait for its reply; restart a server found dead while idle."""
+    for _ in range(2):
+        server = _running_server()
+        if server is None:
+            return None
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        try:
+            server.sock.sendmsg([request], rights, socket.MSG_NOSIGNAL)
+        except (BrokenPipeError, ConnectionResetError):  # it died while idle: nothing started
+            _stop(server)
+            continue
+        except OSError as exc:
+            if exc.errno in (errno.EMSGSIZE, errno.ENOBUFS):  # too large for the socket: Popen
+                return None
+            raise
+        reply = server.sock.recv(64)
+        if not reply:  # it died with our request: the job may have started, so do not retry
+            _stop(server)
+            raise OSError(errno.EIO, "the job starter (cronflow-spawn) died")
+        pid, error, which = reply.decode().split()
+        return int(pid), int(error), which
+    return None
+
+
+@dataclass
+class _Server:
+    sock: socket.socket
+    pid: int
+    pidfd: int
+
+
+_lock = threading.Lock()
+_server: _Server | None = None
+
+
+def _running_server() -> _Server | None:
+    global _server
+    if _server is None:
+        helper = helper_path()
+        if helper is None:
+            return None
+        with contextlib.suppress(OSError):
+            _server = _launch(helper)
+    return _server
+
+
+def _launch(helper: str) -> _Server:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        os.set_inheritable(theirs.fileno(), True)
+        null = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
+        # Its own session: a Ctrl-C meant for `cronflow run` in a terminal does not reach it.
+        pid = os.posix_spawn(
+            helper,
+            [helper, str(theirs.fileno()), str(os.getpid())],
+            {},  # no environment: nothing of ours in /proc/PID/environ (see processes.carrying)
+            file_actions=null,
+            setsid=True,
+        )
+        # A pidfd, not the pid: it may be reaped by reap_adopted, and its pid reused, any time.
+        pidfd = os.pidfd_open(pid)
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return _Server(ours, pid, pidfd)
+
+
+def _stop(server: _Server) -> None:
+    """Close our end and reap the server (unless reap_adopted already has)."""
+    global _server
+    if _server is server:
+        _server = None
+    server.sock.close()
+    with contextlib.suppress(ProcessLookupError):
+        signal.pidfd_send_signal(server.pidfd, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitid(os.P_PIDFD, server.pidfd, os.WEXITED)
+    os.close(server.pidfd)
+
+
+def shutdown() -> None:
+    """Stop this process's server, if any (the next start launches another)."""
+    with _lock:
+        if _server is not None:
+            _stop(_server)
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: the server belongs to the parent (its jobs would be the parent's)."""
+    global _server, _lock
+    _lock = threading.Lock()
+    if _server is not None:
+        _server.sock.close()
+        os.close(_server.pidfd)
+        _server = None
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+@functools.cache
+def helper_path() -> str | None:
+    """The compiled server, built once per source version and machine; None without a C
+    compiler (or when building fails)."""
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(source + platform.machine().encode()).hexdigest()[:16]
+    folder = _cache_folder()
+    target = folder / f"cronflow-spawn-{key}"
+    if os.access(target, os.X_OK):
+        return str(target)
+    compiler = shlex.split(os.environ.get("CC") or "cc")
+    if not compiler or shutil.which(compiler[0]) is None:
+        return None
+    with contextlib.suppress(OSError):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, scratch = tempfile.mkstemp(prefix=target.name + ".", dir=folder)
+        os.close(fd)
+        try:
+            # Static when the C library allows it: exec is quicker and the RSS smallest.
+            for extra in (["-static"], []):
+                built = subprocess.run(
+                    [*compiler, "-O2", *extra, "-o", scratch, str(SOURCE)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    check=False,
+                )
+                if built.returncode == 0:
+                    os.chmod(scratch, 0o755)
+                    os.replace(scratch, target)  # atomic: racing builders write the same file
+                    return str(target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(scratch)
+    return None
+
+
+def _cache_folder() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "cronflow"
