@@ -114,13 +114,13 @@ async def run_attempt(
     if stop is not None and stop.is_set():
         return AttemptResult("canceled", None, started_at, started_at, None, None, b"")
     try:
-        started = spawn.start(command.argv, command.env, command.cwd)
+        started = await spawn.start_soon(command.argv, command.env, command.cwd, _WAITING.add)
     except (OSError, ValueError) as exc:
         if on_start is not None:
             on_start(None, None)
         return _exec_failure(command, exc, log, started_at, clock)
+    reap_adopted()  # what exited while the start was in flight
     try:
-        _WAITING.add(started.pid)
         start_time = processes.start_time(started.pid)
         if on_start is not None:
             on_start(started.pid, start_time)
@@ -402,8 +402,11 @@ class _Attempt:
 
 
 def reap_adopted() -> None:
-    """Reap exited children that no attempt waits for: descendants adopted as a subreaper."""
-    processes.reap_adopted(_WAITING)
+    """Reap exited children that no attempt waits for: descendants adopted as a subreaper.
+    Not while a start is in flight: a job that exits at once is our child before its pid is
+    known (the next start or exit reaps what is left)."""
+    if not spawn.in_flight():
+        processes.reap_adopted(_WAITING)
 
 
 def adopt_descendants(loop: asyncio.AbstractEventLoop) -> None:

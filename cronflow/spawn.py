@@ -26,6 +26,8 @@ Without a compiler (or when the server cannot be started) jobs are started with
 from __future__ import annotations
 
 import array
+import asyncio
+import collections
 import contextlib
 import errno
 import functools
@@ -40,6 +42,7 @@ import struct
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -83,6 +86,159 @@ def start(argv: list[str], env: dict[str, str], cwd: str) -> Started:
     )
     assert proc.stdout is not None and proc.stderr is not None
     return Started(proc.pid, proc.stdout, proc.stderr, proc)
+
+
+async def start_soon(
+    argv: list[str], env: dict[str, str], cwd: str, on_pid: Callable[[int], None]
+) -> Started:
+    """`start`, but the event loop goes on while the server clones the job and it execs.
+
+    Many jobs due at once are then started as a pipeline: while one job execs (most of the
+    wall time of a start, spent in the kernel), the loop prepares and records the next. The
+    server answers in order; `on_pid` is called with the job's pid as soon as the reply is read,
+    before anything else runs on the loop (the caller's reaper must leave that pid alone), and
+    never for a job whose awaiting task was cancelled meanwhile: that job is killed. While any
+    request is unanswered, `in_flight()` is true: a reaper must not reap unknown children then.
+    """
+    loop = asyncio.get_running_loop()
+    request = _request(argv, env, cwd)
+    sent = None
+    if len(request) <= MAX_REQUEST and _replies.owner in (None, loop):
+        with _lock:
+            sent = _send_soon(request, _Waiting(loop.create_future(), argv[0], cwd, on_pid))
+    if sent is None:
+        started = start(argv, env, cwd)
+        on_pid(started.pid)
+        return started
+    server, waiting = sent
+    _replies.expect(loop, server, waiting)
+    return await waiting.future
+
+
+def _send_soon(request: bytes, waiting: _Waiting) -> tuple[_Server, _Waiting] | None:
+    """Send a `start_soon` request with new output pipes (a server found dead while idle is
+    replaced once); None: use Popen."""
+    for _ in range(2):
+        server = _running_server()
+        if server is None or _replies.server not in (None, server):
+            return None
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            sent = _send(server, request, (out_w, err_w))
+        except BrokenPipeError:
+            sent = None
+        except BaseException:
+            os.close(out_r)
+            os.close(err_r)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        if sent:
+            waiting.out_r, waiting.err_r = out_r, err_r
+            return server, waiting
+        os.close(out_r)
+        os.close(err_r)
+        if sent is False or _replies.waiting:  # its reader sees the EOF and fails those
+            return None
+        _stop(server)  # it died while idle: nothing started
+    return None
+
+
+def warm() -> None:
+    """Build and start the server now (a daemon at start-up), not on the first job's path."""
+    with _lock:
+        _running_server()
+
+
+def in_flight() -> bool:
+    """Whether some job may have been started whose pid its caller does not know yet."""
+    return bool(_replies.waiting)
+
+
+@dataclass
+class _Waiting:
+    """A request sent by `start_soon`, answered in the order sent."""
+
+    future: asyncio.Future[Started]
+    program: str
+    cwd: str
+    on_pid: Callable[[int], None]
+    out_r: int = -1
+    err_r: int = -1
+
+
+class _Replies:
+    """The unanswered `start_soon` requests of the one event loop that sends them."""
+
+    def __init__(self) -> None:
+        self.owner: asyncio.AbstractEventLoop | None = None
+        self.server: _Server | None = None
+        self.fd = -1  # the socket's, as registered (it may be closed when we let go)
+        self.waiting: collections.deque[_Waiting] = collections.deque()
+
+    def expect(self, loop: asyncio.AbstractEventLoop, server: _Server, waiting: _Waiting) -> None:
+        if not self.waiting:
+            self.owner, self.server, self.fd = loop, server, server.sock.fileno()
+            loop.add_reader(self.fd, self.read)
+        self.waiting.append(waiting)
+
+    def read(self) -> None:
+        server = self.server
+        assert server is not None
+        while self.waiting:
+            try:
+                reply = server.sock.recv(64, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            if not reply:  # it died with our requests: those jobs may have started, no retry
+                self.fail_all(server)
+                return
+            self._answer(self.waiting.popleft(), reply)
+        self._idle()
+
+    def _answer(self, waiting: _Waiting, reply: bytes) -> None:
+        pid, error, which = _parse(reply)
+        future = waiting.future
+        if error or future.cancelled():
+            os.close(waiting.out_r)
+            os.close(waiting.err_r)
+        if error:
+            if pid:  # it has exited with 127 after its failed chdir or exec: our child
+                os.waitpid(pid, 0)
+            if not future.cancelled():
+                name = {"c": waiting.cwd, "x": waiting.program}.get(which)
+                future.set_exception(OSError(error, os.strerror(error), name))
+        elif future.cancelled():  # nobody will watch it: stop it; the reaper takes its exit
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        else:
+            waiting.on_pid(pid)
+            out = os.fdopen(waiting.out_r, "rb", buffering=0)
+            err = os.fdopen(waiting.err_r, "rb", buffering=0)
+            future.set_result(Started(pid, out, err))
+
+    def fail_all(self, server: _Server) -> None:
+        with _lock:
+            _stop(server)
+        dead = OSError(errno.EIO, "the job starter (cronflow-spawn) died")
+        while self.waiting:
+            waiting = self.waiting.popleft()
+            os.close(waiting.out_r)
+            os.close(waiting.err_r)
+            if not waiting.future.cancelled():
+                waiting.future.set_exception(dead)
+        self._idle()
+
+    def _idle(self) -> None:
+        if self.owner is not None and not self.owner.is_closed():
+            self.owner.remove_reader(self.fd)
+        self.owner = self.server = None
+        self.fd = -1
+
+
+_replies = _Replies()
 
 
 def _request(argv: list[str], env: dict[str, str], cwd: str) -> bytes:
@@ -129,28 +285,48 @@ def _through_server(argv: list[str], cwd: str, request: bytes) -> Started | None
 
 
 def _ask(request: bytes, fds: tuple[int, int]) -> tuple[int, int, str] | None:
-    """Send one request, wait for its reply; restart a server found dead while idle."""
+    """Send one request, wait for its reply; restart a server found dead while idle. None:
+    use Popen (no server, or `start_soon` requests are still unanswered: their replies come
+    first)."""
+    if _replies.waiting:
+        return None
     for _ in range(2):
         server = _running_server()
         if server is None:
             return None
-        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
         try:
-            server.sock.sendmsg([request], rights, socket.MSG_NOSIGNAL)
-        except (BrokenPipeError, ConnectionResetError):  # it died while idle: nothing started
+            if not _send(server, request, fds):
+                return None
+        except BrokenPipeError:  # it died while idle: nothing started
             _stop(server)
             continue
-        except OSError as exc:
-            if exc.errno in (errno.EMSGSIZE, errno.ENOBUFS):  # too large for the socket: Popen
-                return None
-            raise
         reply = server.sock.recv(64)
         if not reply:  # it died with our request: the job may have started, so do not retry
             _stop(server)
             raise OSError(errno.EIO, "the job starter (cronflow-spawn) died")
-        pid, error, which = reply.decode().split()
-        return int(pid), int(error), which
+        return _parse(reply)
     return None
+
+
+def _send(server: _Server, request: bytes, fds: tuple[int, int]) -> bool:
+    """Send one request with the job's output pipes; False when it is too large for the
+    socket (use Popen). A server found dead is stopped and BrokenPipeError raised: nothing
+    was started."""
+    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+    try:
+        server.sock.sendmsg([request], rights, socket.MSG_NOSIGNAL)
+    except (BrokenPipeError, ConnectionResetError) as exc:
+        raise BrokenPipeError(errno.EPIPE, "the job starter (cronflow-spawn) has exited") from exc
+    except OSError as exc:
+        if exc.errno in (errno.EMSGSIZE, errno.ENOBUFS):
+            return False
+        raise
+    return True
+
+
+def _parse(reply: bytes) -> tuple[int, int, str]:
+    pid, error, which = reply.decode().split()
+    return int(pid), int(error), which
 
 
 @dataclass
@@ -213,6 +389,8 @@ def _stop(server: _Server) -> None:
 
 def shutdown() -> None:
     """Stop this process's server, if any (the next start launches another)."""
+    if _replies.server is not None:
+        _replies.fail_all(_replies.server)
     with _lock:
         if _server is not None:
             _stop(_server)
@@ -220,8 +398,9 @@ def shutdown() -> None:
 
 def _forget_after_fork() -> None:
     """In a forked child: the server belongs to the parent (its jobs would be the parent's)."""
-    global _server, _lock
+    global _server, _lock, _replies
     _lock = threading.Lock()
+    _replies = _Replies()
     if _server is not None:
         _server.sock.close()
         os.close(_server.pidfd)

@@ -392,3 +392,21 @@ def test_failing_to_watch_the_child_kills_it(
     with open(pidfile) as f:
         pgid = int(f.read())
     wait_until(lambda: group_gone(pgid))
+
+
+def test_many_attempts_at_once_each_keep_their_exit_status() -> None:
+    """Starts are in flight together while the subreaper's SIGCHLD handler runs: a job that
+    exits before its pid is known must still be reaped by its own attempt, not the reaper."""
+
+    async def main() -> list[AttemptResult]:
+        runner.adopt_descendants(asyncio.get_running_loop())
+        try:
+            return await asyncio.gather(
+                *(run_attempt(sh(f"exit {n % 50 + 1}"), lambda *_: None) for n in range(60))
+            )
+        finally:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGCHLD)
+
+    results = asyncio.run(main())
+    assert [r.exit_code for r in results] == [n % 50 + 1 for n in range(60)]
+    assert all(r.max_rss_kb is not None for r in results)

@@ -5,6 +5,7 @@ Real processes throughout; waits poll with deadlines.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -228,3 +229,57 @@ def test_without_a_compiler_jobs_start_with_popen(no_compiler: None, tmp_path: P
     assert (ended.out, ended.err, ended.exit_code) == (f"{tmp_path}\n".encode(), b"err\n", 3)
     with pytest.raises(FileNotFoundError):
         spawn.start(["no-such-program-here"], ENV, "/")
+
+
+def test_starts_in_flight_together_are_answered_in_order() -> None:
+    """`start_soon`: the loop goes on while jobs exec; each caller gets its own job, and learns
+    its pid (`on_pid`) before anything else on the loop can run."""
+    told: list[int] = []
+
+    async def main() -> list[spawn.Started]:
+        starts = [
+            asyncio.create_task(spawn.start_soon(["sh", "-c", f"echo {n}"], ENV, "/", told.append))
+            for n in range(40)
+        ]
+        await asyncio.sleep(0)  # every request is sent: none is answered yet
+        assert spawn.in_flight()
+        return await asyncio.gather(*starts)
+
+    started = asyncio.run(main())
+    assert not spawn.in_flight()
+    assert all(s.direct is None for s in started), "started with Popen: no server"
+    assert told == [s.pid for s in started]
+    assert [finish(s).out for s in started] == [f"{n}\n".encode() for n in range(40)]
+
+
+def test_a_start_soon_that_cannot_exec_raises_like_popen(tmp_path: Path) -> None:
+    async def main(argv: list[str], cwd: str) -> spawn.Started:
+        return await spawn.start_soon(argv, ENV, cwd, lambda pid: pytest.fail("no job ran"))
+
+    with pytest.raises(FileNotFoundError) as missing:
+        asyncio.run(main(["no-such-program-here"], "/"))
+    assert missing.value.filename == "no-such-program-here"
+    with pytest.raises(FileNotFoundError) as no_dir:
+        asyncio.run(main(["true"], str(tmp_path / "gone")))
+    assert no_dir.value.filename == str(tmp_path / "gone")
+
+
+def test_a_start_canceled_in_flight_kills_its_job() -> None:
+    """Nobody will watch it: it must not run on. Its exit is left to the reaper (here: us)."""
+
+    async def main() -> None:
+        start = asyncio.create_task(
+            spawn.start_soon(["sleep", "60"], ENV, "/",
+                             lambda pid: pytest.fail("a canceled start has no caller"))
+        )  # fmt: skip
+        await asyncio.sleep(0)  # sent
+        start.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await start
+        while spawn.in_flight():  # its reply comes: the job is killed then
+            await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    ended = wait_until(lambda: os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG), what="its end")
+    assert isinstance(ended, os.waitid_result)
+    assert (ended.si_code, ended.si_status) == (os.CLD_KILLED, signal.SIGKILL)
