@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cronflow import processes, timing
+from cronflow import processes, spawn, timing
 from cronflow.clock import Clock
 from cronflow.config import Config, Flow, Job, load_config
 from cronflow.engine import Engine, FlowRun, MissedFires, marker
@@ -86,6 +86,10 @@ class Daemon:
         self.file_stamp: tuple[int, int, int] | None = None
         self.flows: dict[str, FlowState] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        # During a wake-up: the flow runs it fires, begun one by one once it is done.
+        self.deferred: list[tuple[FlowRun | None, Callable[[], None]]] | None = None
+        # Flow runs recorded together for the fires of one wake-up, by id() of their plan.
+        self.recorded: dict[int, tuple[int, dict[str, int]]] = {}
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.reload_asked = False
@@ -109,6 +113,7 @@ class Daemon:
             loop.add_signal_handler(signum, self._ask_stop)
         loop.add_signal_handler(signal.SIGHUP, self._ask_reload)
         adopt_descendants(loop)
+        spawn.warm()  # the fork server: compiled and started before the first fire
         env = {
             k: v
             for k, v in os.environ.items()
@@ -132,7 +137,9 @@ class Daemon:
         watchdog = self.notifier.watchdog_interval()
         next_ping = self.clock.monotonic()
         while not self.stopping.is_set():
+            self.deferred = []
             self._wake_up()
+            await self._begin_deferred()
             await self._connect_workers()
             if watchdog and self.clock.monotonic() >= next_ping:
                 self.notifier.watchdog()
@@ -428,14 +435,21 @@ class Daemon:
             trigger,
             f" after {delay:.1f}s jitter" if delay else "",
         )
-        self._launch(flow, plan, self._execute(plan, delay))
+        self._launch(flow, plan, self._execute(plan, delay), fresh=True)
 
-    def _launch(self, flow: Flow, plan: FlowRun, work: Coroutine[Any, Any, Any]) -> None:
-        """Run `work` (a flow run of `flow`) as a task the daemon keeps count of."""
+    def _launch(
+        self, flow: Flow, plan: FlowRun, work: Coroutine[Any, Any, Any], fresh: bool = False
+    ) -> None:
+        """Run `work` (a flow run of `flow`) as a task the daemon keeps count of; during a
+        wake-up, once it is done (see `_begin_deferred`)."""
         state = self.flows[flow.name]
-        state.active += 1
-        task = asyncio.create_task(work)
-        self.tasks.add(task)
+        state.active += 1  # now: the flow's `overlap` counts it from here
+
+        def begin() -> None:
+            task = asyncio.create_task(work)
+            self.tasks.add(task)
+            task.add_done_callback(finished)
+            self.notifier.status(self._summary())
 
         def finished(t: asyncio.Task[None]) -> None:
             self.tasks.discard(t)
@@ -444,13 +458,37 @@ class Daemon:
             self.notifier.status(self._summary())
             self.wake.set()
 
-        task.add_done_callback(finished)
-        self.notifier.status(self._summary())
+        if self.deferred is None:
+            begin()
+        else:  # `fresh`: its flow run is not recorded yet (`_execute` records it)
+            self.deferred.append((plan if fresh else None, begin))
+
+    async def _begin_deferred(self) -> None:
+        """Begin the flow runs of the last wake-up: the first alone, up to its job's start (as
+        soon as if it were the only fire), then all the others in one loop turn, so that their
+        starts come before the bookkeeping of jobs that have already ended."""
+        begun, self.deferred = self.deferred or [], None
+        for i, (_, begin) in enumerate(begun):
+            if i == 1:
+                self._record_together([plan for plan, _ in begun[1:] if plan is not None])
+            begin()
+            if i == 0:
+                await asyncio.sleep(0)  # one loop turn: the new task runs to its first wait
+
+    def _record_together(self, plans: list[FlowRun]) -> None:
+        """Record these fires' flow runs in one transaction, not one each; if the store
+        refuses, each fire records its own and reports the refusal as usual."""
+        assert self.engine is not None
+        if len(plans) < 2:
+            return
+        with contextlib.suppress(CronflowError):
+            ids = self.engine.create_together(plans)
+            self.recorded.update(zip(map(id, plans), ids, strict=True))
 
     async def _execute(self, plan: FlowRun, delay: float) -> None:
         assert self.engine is not None
         try:
-            flow_run_id, run_ids = self.engine.create(plan)
+            flow_run_id, run_ids = self.recorded.pop(id(plan), None) or self.engine.create(plan)
         except CronflowError as exc:  # the store refused a write: disk full, locked…
             zone = plan.config.jobs[plan.jobs[0]].timezone
             moment = plan.logical_time.astimezone(zone).isoformat()

@@ -505,6 +505,19 @@ class Store:
             return _insert_flow_run(db, flow, when, trigger, jobs, status, note, done, now)
 
     @_user_errors
+    def create_flow_runs(
+        self, flow_runs: Sequence[tuple[str, datetime, str, Sequence[str]]]
+    ) -> list[tuple[int, dict[str, int]]]:
+        """`create_flow_run` of each (flow, logical time, trigger, jobs), all `queued`, in one
+        transaction; their ids in the same order."""
+        now = _to_us(self._clock.now())
+        with self._write() as db:
+            return [
+                _insert_flow_run(db, flow, _to_us(when), trigger, jobs, "queued", None, None, now)
+                for flow, when, trigger, jobs in flow_runs
+            ]
+
+    @_user_errors
     def new_run(
         self,
         flow_run_id: int,

@@ -292,3 +292,22 @@ retry_delay = "1h"
     (run,) = d.runs("flaky")
     assert (run["status"], run["attempts"]) == ("canceled", 1)
     assert run["note"] == "stopped before a retry; last attempt: exit code 3"
+
+
+def test_many_flows_due_at_one_instant_each_run_once(daemons, tmp_path: Path) -> None:
+    """Fires of one wake-up are recorded together and begun together (issue 14): each flow
+    gets exactly one flow run, every job its own process and peak memory, and a flow of two
+    jobs among them still runs in order."""
+    at = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0).isoformat()
+    jobs = "".join(f'[jobs.f{n}]\nschedule = "@at {at}"\ncommand = "echo {n}"\n' for n in range(30))
+    jobs += '[jobs.f0-next]\nafter = ["f0"]\ncommand = "true"\n'
+    d = launch(daemons, tmp_path, jobs)
+    wait_until(lambda: len([r for r in d.runs() if r["status"] == "success"]) == 31,
+               timeout=30, what="31 successful runs")  # fmt: skip
+    runs = d.runs()
+    assert sorted(r["job"] for r in runs) == sorted([f"f{n}" for n in range(30)] + ["f0-next"])
+    assert len({r["flow_run_id"] for r in runs}) == 30
+    assert all(r["attempts"] == 1 and 0 < r["max_rss_kb"] < 20 * 1024 for r in runs)
+    by_job = {r["job"]: r for r in runs}
+    assert by_job["f0-next"]["started_at"] >= by_job["f0"]["finished_at"]
+    assert d.stop() == 0
