@@ -295,9 +295,11 @@ def bench_fanout(root: Path, base: dict[str, str], jobs: int, lead: float, round
     print(f"\n## fan-out: {jobs} flows @at one instant, max_parallel = {jobs}, {rounds} rounds")
     print(
         f"{'round':>5} {'ready s':>8} {'ran':>5} {'first ms':>9} {'p50 ms':>8} {'last ms':>8}"
-        f" {'job p50':>8} {'job last':>9}"
+        f" {'job first':>9} {'job p50':>8} {'job last':>9}"
     )
     worst: list[float] = []
+    job_first: list[float] = []
+    job_last: list[float] = []
     for round_ in range(rounds):
         folder = root / f"fanout-{round_}"
         stamps = folder / "stamps.txt"
@@ -323,19 +325,25 @@ def bench_fanout(root: Path, base: dict[str, str], jobs: int, lead: float, round
         if len(recorded) != jobs:
             print(f"warning: {len(recorded)} of {jobs} jobs started", file=sys.stderr)
         worst.append(max(recorded))
+        job_first.append(min(in_job))
+        job_last.append(max(in_job))
         print(
             f"{round_ + 1:5d} {daemon.ready_after:8.2f} {len(recorded):5d}"
             f" {ms(min(recorded)):>9} {ms(statistics.median(recorded))} {ms(max(recorded))}"
-            f" {ms(statistics.median(in_job))} {ms(max(in_job)):>9}"
+            f" {ms(min(in_job)):>9} {ms(statistics.median(in_job))} {ms(max(in_job)):>9}"
         )
     print(
         "(ms after the instant; first/p50/last from history started_at, job = the job's own"
         " clock, incl. spawn)"
     )
     print(f"machine: {machine_load()}")
-    median_last = statistics.median(worst)
-    verdict = "met" if median_last < 0.5 else "NOT met"
-    print(f"target last start < 0.5 s: {verdict} (median of rounds {median_last * 1000:.0f} ms)")
+    first, last = statistics.median(job_first), statistics.median(job_last)
+    verdict = "met" if first < 0.020 and last < 0.250 else "NOT met"
+    print(
+        f"target (issue 14, the job's own clock) first < 20 ms and last < 250 ms: {verdict}"
+        f" (medians of rounds: first {first * 1000:.1f} ms, last {last * 1000:.0f} ms;"
+        f" started_at last {statistics.median(worst) * 1000:.0f} ms)"
+    )
 
 
 def wait_finished(daemon: Daemon, jobs: int, deadline: float) -> list[dict[str, object]]:
