@@ -27,20 +27,16 @@ from __future__ import annotations
 
 import array
 import asyncio
+import binascii
 import collections
 import contextlib
 import errno
 import functools
-import hashlib
 import os
-import platform
-import shlex
-import shutil
 import signal
 import socket
 import struct
 import subprocess
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -415,17 +411,26 @@ def helper_path() -> str | None:
     """The compiled server, built once per source version and machine; None without a C
     compiler (or when building fails)."""
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + platform.machine().encode()).hexdigest()[:16]
-    folder = _cache_folder()
-    target = folder / f"cronflow-spawn-{key}"
+    # CRC-32, not a cryptographic hash: hashlib would load OpenSSL into a lean daemon (MBs).
+    key = f"{binascii.crc32(source + os.uname().machine.encode()):08x}-{len(source)}"
+    target = _cache_folder() / f"cronflow-spawn-{key}"
     if os.access(target, os.X_OK):
         return str(target)
+    return _build(target)
+
+
+def _build(target: Path) -> str | None:
+    """Compile spawn.c to `target` (imports only a first start needs)."""
+    import shlex
+    import shutil
+    import tempfile
+
     compiler = shlex.split(os.environ.get("CC") or "cc")
     if not compiler or shutil.which(compiler[0]) is None:
         return None
     with contextlib.suppress(OSError):
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, scratch = tempfile.mkstemp(prefix=target.name + ".", dir=folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, scratch = tempfile.mkstemp(prefix=target.name + ".", dir=target.parent)
         os.close(fd)
         try:
             # Static when the C library allows it: exec is quicker and the RSS smallest.
