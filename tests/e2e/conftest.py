@@ -28,7 +28,9 @@ class Daemon:
             self.proc = subprocess.Popen(
                 [*CRONFLOW, "daemon", "-c", str(self.config)], stdout=log, stderr=log, env=self.env
             )
-        wait_until(lambda: "started" in self.log.read_text(), what="the daemon to start")
+        # This daemon's own line: the log file is shared by every daemon a test starts.
+        started = f"started (pid {self.proc.pid})"
+        wait_until(lambda: started in self.log.read_text(), what="the daemon to start")
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
