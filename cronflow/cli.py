@@ -379,6 +379,10 @@ def daemon(config: ConfigOption = None) -> None:
     # typer, click or rich: about 8 MB less for as long as the daemon runs.
     state = _Paths.state_dir()
     _open_store().close()  # a state folder or database problem is reported here, as before
+    # The job starter is compiled here on a first run, not inside the daemon's event loop.
+    from cronflow import spawn
+
+    spawn.helper_path()
     # -P: the working folder is not put on sys.path, so a `cronflow` folder there (a source
     # checkout, or anything else) is never what runs as the daemon.
     argv = ["-P", "-m", "cronflow.daemon_process", str(_Paths.config(config)), str(state)]
