@@ -37,6 +37,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -241,16 +242,15 @@ def _request(argv: list[str], env: dict[str, str], cwd: str) -> bytes:
     """The server's request (see spawn.c); ValueError for what Popen refuses too."""
     if not argv:
         raise ValueError("empty command")
-    entries = []
-    for key, value in env.items():
-        k, v = os.fsencode(key), os.fsencode(value)
-        if b"=" in k:
-            raise ValueError("illegal environment variable name")
-        entries.append(k + b"=" + v)
-    strings = [os.fsencode(cwd), *map(os.fsencode, argv), *entries]
-    if any(b"\0" in s for s in strings):
+    if any("=" in key for key in env):
+        raise ValueError("illegal environment variable name")
+    strings = [os.fsdecode(cwd), *map(os.fsdecode, argv), *(f"{k}={v}" for k, v in env.items())]
+    text = "\0".join(strings)
+    if text.count("\0") != len(strings) - 1:
         raise ValueError("embedded null byte")
-    return struct.pack("=II", len(argv), len(entries)) + b"\0".join(strings) + b"\0"
+    # One encode for the whole request, as os.fsencode would encode each string.
+    data = text.encode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
+    return struct.pack("=II", len(argv), len(env)) + data + b"\0"
 
 
 def _through_server(argv: list[str], cwd: str, request: bytes) -> Started | None:
