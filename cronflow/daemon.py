@@ -88,6 +88,7 @@ class Daemon:
         self.tasks: set[asyncio.Task[None]] = set()
         # During a wake-up: the flow runs it fires, begun one by one once it is done.
         self.deferred: list[tuple[FlowRun | None, Callable[[], None]]] | None = None
+        self.more_due = False  # the last `_tick` stopped at its `most` due flows
         # Flow runs recorded together for the fires of one wake-up, by id() of their plan.
         self.recorded: dict[int, tuple[int, dict[str, int]]] = {}
         self.wake = asyncio.Event()
@@ -138,8 +139,12 @@ class Daemon:
         next_ping = self.clock.monotonic()
         while not self.stopping.is_set():
             self.deferred = []
-            self._wake_up()
+            self._wake_up(most=1)  # the first due flow starts before the others are looked at
             await self._begin_deferred()
+            while self.more_due:  # the rest of a burst of fires due at one instant
+                self.deferred = []
+                self._store_step("scheduling", self._tick)
+                await self._begin_deferred()
             await self._connect_workers()
             if watchdog and self.clock.monotonic() >= next_ping:
                 self.notifier.watchdog()
@@ -150,9 +155,10 @@ class Daemon:
             await self._sleep(wait)
         await self._shutdown()
 
-    def _wake_up(self) -> None:
-        """One wake-up's duties. A store that refuses writes (disk full, locked) never ends the
-        daemon: each duty that needs it is logged once and tried again at later wake-ups."""
+    def _wake_up(self, most: int | None = None) -> None:
+        """One wake-up's duties (with `most`, scheduling as many due flows at most: see
+        `_tick`). A store that refuses writes (disk full, locked) never ends the daemon: each
+        duty that needs it is logged once and tried again at later wake-ups."""
         ok = True
         if self.reload_asked or self._file_changed():
             self.reload_asked = False
@@ -162,7 +168,7 @@ class Daemon:
         assert self.engine is not None
         if self.engine.unrecorded:
             ok &= self._store_step("recording how runs ended", self.engine.record_unrecorded)
-        ok &= self._store_step("scheduling", self._tick)
+        ok &= self._store_step("scheduling", partial(self._tick, most=most))
         ok &= self._store_step("starting triggered runs", self._take_triggers)
         if ok and self.store_error is not None:
             log.info("the database takes writes again")
@@ -313,8 +319,10 @@ class Daemon:
         )  # fmt: skip
         self.unpersisted.clear()
 
-    def _tick(self) -> None:
-        """Account for every fire up to now: run, catch up, or record as missed."""
+    def _tick(self, most: int | None = None) -> None:
+        """Account for every fire up to now: run, catch up, or record as missed. With `most`,
+        for that many due flows only; `more_due` then says whether others wait."""
+        self.more_due = False
         if self.config is None:
             return
         now = self.clock.now()
@@ -327,6 +335,9 @@ class Daemon:
                 continue  # nothing due (also after a backwards clock jump)
             if flow.schedule.kind == "reboot":
                 continue
+            if most is not None and len(handled) >= most:
+                self.more_due = True
+                break
             paused = self.store.paused_jobs() if paused is None else paused
             if paused.isdisjoint(flow.jobs) and self._enabled(flow):
                 decision = timing.due(
@@ -345,7 +356,8 @@ class Daemon:
         self.dirty = self.dirty or bool(handled) or bool(self.tasks)
         self.unpersisted.update(handled)
         self._persist_accounted()  # one transaction for every flow handled at this wake-up
-        self._prune(now)
+        if not self.more_due:
+            self._prune(now)
 
     def _notice_jump(self, now: datetime) -> None:
         """Wall time running ahead of monotonic time means a suspend or a clock step:
@@ -464,16 +476,16 @@ class Daemon:
             self.deferred.append((plan if fresh else None, begin))
 
     async def _begin_deferred(self) -> None:
-        """Begin the flow runs of the last wake-up: the first alone, up to its job's start (as
-        soon as if it were the only fire), then all the others in one loop turn, so that their
-        starts come before the bookkeeping of jobs that have already ended."""
+        """Begin the flow runs of the last look at the schedules in one loop turn (their
+        starts come before the bookkeeping of jobs that have already ended), their new flow
+        runs recorded in one transaction."""
         begun, self.deferred = self.deferred or [], None
-        for i, (_, begin) in enumerate(begun):
-            if i == 1:
-                self._record_together([plan for plan, _ in begun[1:] if plan is not None])
+        if not begun:
+            return
+        self._record_together([plan for plan, _ in begun if plan is not None])
+        for _, begin in begun:
             begin()
-            if i == 0:
-                await asyncio.sleep(0)  # one loop turn: the new task runs to its first wait
+        await asyncio.sleep(0)  # one loop turn: the new tasks run to their first wait
 
     def _record_together(self, plans: list[FlowRun]) -> None:
         """Record these fires' flow runs in one transaction, not one each; if the store
@@ -561,7 +573,11 @@ class Daemon:
         wait = min(CHECK_SECONDS, watchdog or CHECK_SECONDS)
         fires = [s.next_fire for s in self.flows.values() if s.next_fire is not None]
         if fires and self.config is not None:
-            wait = min(wait, (min(fires) - self.clock.now()).total_seconds())
+            until = (min(fires) - self.clock.now()).total_seconds()
+            # Linux lets a timed epoll wait end late by 0.1 % of its length (timer slack, up to
+            # 100 ms), plus up to 1 ms of rounding: aim that much early, then wait the rest in
+            # a short second sleep whose slack is microseconds.
+            wait = min(wait, until - min(until / 1000 + 0.001, 0.1) if until > 0.004 else until)
         return wait
 
     # --- trigger requests (`cronflow trigger`, the UI's trigger and clear) -------------------

@@ -148,3 +148,30 @@ def test_the_handled_fire_record_survives_a_renamed_flow(tmp_path: Path) -> None
         "missed",
         "missed 3 fires from 2026-01-01T02:00:00+00:00 to 2026-01-01T04:00:00+00:00",
     )
+
+
+def test_of_many_flows_due_at_once_one_is_handled_first(tmp_path: Path) -> None:
+    """The daemon's loop starts the first due flow before it looks at the others (issue 14:
+    the first start must not wait for 199 other fires' bookkeeping); none is lost or doubled."""
+    toml = "".join(f'[jobs.j{n}]\nschedule = "0 3 * * *"\ncommand = "x"\n' for n in range(50))
+    harness = Harness(tmp_path, toml, datetime(2026, 5, 1, 2, 59, tzinfo=UTC))
+    harness.clock.advance(61)
+    harness.daemon._tick(most=1)
+    assert len(harness.fired) == 1 and harness.daemon.more_due
+    harness.daemon._tick()
+    assert not harness.daemon.more_due
+    assert sorted(name for name, _, _ in harness.fired) == sorted(f"j{n}" for n in range(50))
+    harness.run_for(3600)
+    assert len(harness.fired) == 50  # nothing fires again within the hour
+
+
+def test_the_daemon_wakes_a_little_before_a_fire_for_the_kernels_timer_slack(
+    tmp_path: Path,
+) -> None:
+    toml = '[jobs.j]\nschedule = "0 3 * * *"\ncommand = "x"\n'
+    harness = Harness(tmp_path, toml, datetime(2026, 5, 1, 2, 59, 57, tzinfo=UTC))
+    wait = harness.daemon._seconds_to_next_event(None)
+    assert 3 - 0.1 < wait < 3 - 0.003  # 0.1 % of 3 s and a millisecond of rounding early
+    harness.clock.advance(wait)
+    last = harness.daemon._seconds_to_next_event(None)
+    assert 0 < last <= 0.004 + 1e-9  # the short second sleep
