@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cronflow import spawn
 from cronflow.store import Store
 from tests.conftest import CRONFLOW, alive, cronflow, wait_until
 from tests.e2e.conftest import Daemon, launch
@@ -307,7 +308,9 @@ def test_many_flows_due_at_one_instant_each_run_once(daemons, tmp_path: Path) ->
     runs = d.runs()
     assert sorted(r["job"] for r in runs) == sorted([f"f{n}" for n in range(30)] + ["f0-next"])
     assert len({r["flow_run_id"] for r in runs}) == 30
-    assert all(r["attempts"] == 1 and 0 < r["max_rss_kb"] < 20 * 1024 for r in runs)
+    # Each job's own peak memory, not the daemon's (without a C compiler: the daemon's too).
+    ceiling = 20 * 1024 if spawn.helper_path() else 1024**2
+    assert all(r["attempts"] == 1 and 0 < r["max_rss_kb"] < ceiling for r in runs)
     by_job = {r["job"]: r for r in runs}
     assert by_job["f0-next"]["started_at"] >= by_job["f0"]["finished_at"]
     assert d.stop() == 0
