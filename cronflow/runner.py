@@ -114,8 +114,12 @@ async def run_attempt(
     if stop is not None and stop.is_set():
         return AttemptResult("canceled", None, started_at, started_at, None, None, b"")
     try:
-        started = await spawn.start_soon(command.argv, command.env, command.cwd, _WAITING.add)
+        started = await spawn.start_soon(command.argv, command.env, command.cwd, _WAITING)
     except (OSError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.EIO and command.marker:
+            # The job starter died with this request: the job may run all the same, unknown
+            # to us. Stop it, so that a retry can never run beside it.
+            processes.signal_all(processes.carrying(command.marker), signal.SIGKILL)
         if on_start is not None:
             on_start(None, None)
         return _exec_failure(command, exc, log, started_at, clock)

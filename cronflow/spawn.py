@@ -39,7 +39,6 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -85,31 +84,54 @@ def start(argv: list[str], env: dict[str, str], cwd: str) -> Started:
     return Started(proc.pid, proc.stdout, proc.stderr, proc)
 
 
-async def start_soon(
-    argv: list[str], env: dict[str, str], cwd: str, on_pid: Callable[[int], None]
-) -> Started:
+#: Requests sent and not yet answered, at most: the server's replies then always fit in its
+#: socket buffer, so neither side can block the other (a burst of starts waits for room).
+MAX_IN_FLIGHT = 32
+
+
+async def start_soon(argv: list[str], env: dict[str, str], cwd: str, claimed: set[int]) -> Started:
     """`start`, but the event loop goes on while the server clones the job and it execs.
 
     Many jobs due at once are then started as a pipeline: while one job execs (most of the
     wall time of a start, spent in the kernel), the loop prepares and records the next. The
-    server answers in order; `on_pid` is called with the job's pid as soon as the reply is read,
-    before anything else runs on the loop (the caller's reaper must leave that pid alone), and
-    never for a job whose awaiting task was cancelled meanwhile: that job is killed. While any
-    request is unanswered, `in_flight()` is true: a reaper must not reap unknown children then.
+    server answers in order; the job's pid is added to `claimed` (the pids the caller reaps
+    itself) as soon as the reply is read, before anything else runs on the loop. A job whose
+    awaiting task is cancelled, or whose loop closed meanwhile, is killed and reaped here. While any request is unanswered,
+    `in_flight()` is true: a reaper must not reap unknown children then.
     """
     loop = asyncio.get_running_loop()
     request = _request(argv, env, cwd)
+    _replies.settle_orphans()
+    while _replies.owner is loop and len(_replies.waiting) >= MAX_IN_FLIGHT:
+        await _replies.room(loop)
     sent = None
     if len(request) <= MAX_REQUEST and _replies.owner in (None, loop):
         with _lock:
-            sent = _send_soon(request, _Waiting(loop.create_future(), argv[0], cwd, on_pid))
+            sent = _send_soon(request, _Waiting(loop.create_future(), argv[0], cwd, claimed))
     if sent is None:
         started = start(argv, env, cwd)
-        on_pid(started.pid)
+        claimed.add(started.pid)
         return started
     server, waiting = sent
     _replies.expect(loop, server, waiting)
-    return await waiting.future
+    try:
+        return await waiting.future
+    except asyncio.CancelledError:
+        future = waiting.future
+        if future.done() and not future.cancelled() and future.exception() is None:
+            _abandon(future.result(), claimed)  # answered, but its caller is gone
+        raise
+
+
+def _abandon(started: Started, claimed: set[int]) -> None:
+    """Kill and reap a job nobody will watch, and close its pipes."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(started.pid, signal.SIGKILL)
+    started.stdout.close()
+    started.stderr.close()
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(started.pid, 0)
+    claimed.discard(started.pid)
 
 
 def _send_soon(request: bytes, waiting: _Waiting) -> tuple[_Server, _Waiting] | None:
@@ -151,6 +173,7 @@ def warm() -> None:
 
 def in_flight() -> bool:
     """Whether some job may have been started whose pid its caller does not know yet."""
+    _replies.settle_orphans()
     return bool(_replies.waiting)
 
 
@@ -161,7 +184,7 @@ class _Waiting:
     future: asyncio.Future[Started]
     program: str
     cwd: str
-    on_pid: Callable[[int], None]
+    claimed: set[int]
     out_r: int = -1
     err_r: int = -1
 
@@ -174,12 +197,19 @@ class _Replies:
         self.server: _Server | None = None
         self.fd = -1  # the socket's, as registered (it may be closed when we let go)
         self.waiting: collections.deque[_Waiting] = collections.deque()
+        self.waiting_for_room: list[asyncio.Future[None]] = []
 
     def expect(self, loop: asyncio.AbstractEventLoop, server: _Server, waiting: _Waiting) -> None:
         if not self.waiting:
             self.owner, self.server, self.fd = loop, server, server.sock.fileno()
             loop.add_reader(self.fd, self.read)
         self.waiting.append(waiting)
+
+    def room(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """A future done once a reply has been read (a request may be sent then)."""
+        future = loop.create_future()
+        self.waiting_for_room.append(future)
+        return future
 
     def read(self) -> None:
         server = self.server
@@ -188,16 +218,34 @@ class _Replies:
             try:
                 reply = server.sock.recv(64, socket.MSG_DONTWAIT)
             except BlockingIOError:
-                return
+                break
+            except OSError:  # reset: it died with our requests
+                reply = b""
             if not reply:  # it died with our requests: those jobs may have started, no retry
                 self.fail_all(server)
                 return
             self._answer(self.waiting.popleft(), reply)
-        self._idle()
+        self._make_room()
+        if not self.waiting:
+            self._idle()
 
     def _answer(self, waiting: _Waiting, reply: bytes) -> None:
-        pid, error, which = _parse(reply)
+        """Settle one request's future, whatever happens: a task never waits forever."""
         future = waiting.future
+        try:
+            self._settle(waiting, reply)
+        except Exception as exc:  # a malformed reply, or a job already reaped elsewhere
+            if not future.done():
+                future.set_exception(OSError(errno.EIO, f"the job starter's reply: {exc}"))
+
+    def _settle(self, waiting: _Waiting, reply: bytes) -> None:
+        future = waiting.future
+        try:
+            pid, error, which = _parse(reply)
+        except ValueError:
+            os.close(waiting.out_r)
+            os.close(waiting.err_r)
+            raise
         if error or future.cancelled():
             os.close(waiting.out_r)
             os.close(waiting.err_r)
@@ -207,11 +255,13 @@ class _Replies:
             if not future.cancelled():
                 name = {"c": waiting.cwd, "x": waiting.program}.get(which)
                 future.set_exception(OSError(error, os.strerror(error), name))
-        elif future.cancelled():  # nobody will watch it: stop it; the reaper takes its exit
+        elif future.cancelled():  # nobody will watch it: stop it and reap it
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
         else:
-            waiting.on_pid(pid)
+            waiting.claimed.add(pid)
             out = os.fdopen(waiting.out_r, "rb", buffering=0)
             err = os.fdopen(waiting.err_r, "rb", buffering=0)
             future.set_result(Started(pid, out, err))
@@ -226,7 +276,38 @@ class _Replies:
             os.close(waiting.err_r)
             if not waiting.future.cancelled():
                 waiting.future.set_exception(dead)
+        self._make_room()
         self._idle()
+
+    def settle_orphans(self) -> None:
+        """Requests left by an event loop that has closed (nobody awaits them): take their
+        replies now, kill and reap the jobs that started, and free their pipes."""
+        if self.owner is None or not self.owner.is_closed():
+            return
+        server = self.server
+        assert server is not None
+        while self.waiting:
+            waiting = self.waiting.popleft()
+            try:
+                reply = server.sock.recv(64)
+                pid = _parse(reply)[0] if reply else 0
+            except (OSError, ValueError):
+                pid = 0
+            os.close(waiting.out_r)
+            os.close(waiting.err_r)
+            if pid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+        self.waiting_for_room.clear()
+        self._idle()
+
+    def _make_room(self) -> None:
+        while self.waiting_for_room and len(self.waiting) < MAX_IN_FLIGHT:
+            future = self.waiting_for_room.pop(0)
+            if not future.done():
+                future.set_result(None)
 
     def _idle(self) -> None:
         if self.owner is not None and not self.owner.is_closed():
