@@ -87,10 +87,8 @@ class Daemon:
         self.flows: dict[str, FlowState] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         # During a wake-up: the flow runs it fires, begun one by one once it is done.
-        self.deferred: list[tuple[FlowRun | None, Callable[[], None]]] | None = None
+        self.deferred: list[tuple[_Recorded | None, Callable[[], None]]] | None = None
         self.more_due = False  # the last `_tick` stopped at its `most` due flows
-        # Flow runs recorded together for the fires of one wake-up, by id() of their plan.
-        self.recorded: dict[int, tuple[int, dict[str, int]]] = {}
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.reload_asked = False
@@ -447,10 +445,15 @@ class Daemon:
             trigger,
             f" after {delay:.1f}s jitter" if delay else "",
         )
-        self._launch(flow, plan, self._execute(plan, delay), fresh=True)
+        recorded = _Recorded(plan)
+        self._launch(flow, plan, self._execute(recorded, delay), recorded)
 
     def _launch(
-        self, flow: Flow, plan: FlowRun, work: Coroutine[Any, Any, Any], fresh: bool = False
+        self,
+        flow: Flow,
+        plan: FlowRun,
+        work: Coroutine[Any, Any, Any],
+        recorded: _Recorded | None = None,
     ) -> None:
         """Run `work` (a flow run of `flow`) as a task the daemon keeps count of; during a
         wake-up, once it is done (see `_begin_deferred`)."""
@@ -472,8 +475,8 @@ class Daemon:
 
         if self.deferred is None:
             begin()
-        else:  # `fresh`: its flow run is not recorded yet (`_execute` records it)
-            self.deferred.append((plan if fresh else None, begin))
+        else:  # `recorded`: its flow run is not in the store yet (`_execute` records it)
+            self.deferred.append((recorded, begin))
 
     async def _begin_deferred(self) -> None:
         """Begin the flow runs of the last look at the schedules in one loop turn (their
@@ -482,25 +485,30 @@ class Daemon:
         begun, self.deferred = self.deferred or [], None
         if not begun:
             return
-        self._record_together([plan for plan, _ in begun if plan is not None])
+        self._record_together([recorded for recorded, _ in begun if recorded is not None])
         for _, begin in begun:
             begin()
         await asyncio.sleep(0)  # one loop turn: the new tasks run to their first wait
 
-    def _record_together(self, plans: list[FlowRun]) -> None:
-        """Record these fires' flow runs in one transaction, not one each; if the store
-        refuses, each fire records its own and reports the refusal as usual."""
+    def _record_together(self, fires: list[_Recorded]) -> None:
+        """Record these fires' flow runs in one transaction, not one each; if that fails,
+        each fire records its own and reports a refusal as usual."""
         assert self.engine is not None
-        if len(plans) < 2:
+        if len(fires) < 2:
             return
-        with contextlib.suppress(CronflowError):
-            ids = self.engine.create_together(plans)
-            self.recorded.update(zip(map(id, plans), ids, strict=True))
-
-    async def _execute(self, plan: FlowRun, delay: float) -> None:
-        assert self.engine is not None
         try:
-            flow_run_id, run_ids = self.recorded.pop(id(plan), None) or self.engine.create(plan)
+            ids = self.engine.create_together([fire.plan for fire in fires])
+        except Exception as exc:  # noqa: BLE001 - each fire then tries on its own
+            log.debug("recording %d fires together failed: %s", len(fires), exc)
+            return
+        for fire, created in zip(fires, ids, strict=True):
+            fire.ids = created
+
+    async def _execute(self, fire: _Recorded, delay: float) -> None:
+        assert self.engine is not None
+        plan = fire.plan
+        try:
+            flow_run_id, run_ids = fire.ids or self.engine.create(plan)
         except CronflowError as exc:  # the store refused a write: disk full, locked…
             zone = plan.config.jobs[plan.jobs[0]].timezone
             moment = plan.logical_time.astimezone(zone).isoformat()
@@ -875,3 +883,12 @@ def run_daemon(config_path: Path, store: Store, lock_path: Path) -> None:
         asyncio.run(Daemon(config_path, store).run())
     finally:
         lock.release()
+
+
+@dataclass
+class _Recorded:
+    """A fire's flow run: its ids once recorded together with other fires (`_record_together`),
+    else None and `_execute` records it."""
+
+    plan: FlowRun
+    ids: tuple[int, dict[str, int]] | None = None
