@@ -33,6 +33,7 @@ import contextlib
 import errno
 import functools
 import os
+import select
 import signal
 import socket
 import struct
@@ -84,11 +85,6 @@ def start(argv: list[str], env: dict[str, str], cwd: str) -> Started:
     return Started(proc.pid, proc.stdout, proc.stderr, proc)
 
 
-#: Requests sent and not yet answered, at most: the server's replies then always fit in its
-#: socket buffer, so neither side can block the other (a burst of starts waits for room).
-MAX_IN_FLIGHT = 32
-
-
 async def start_soon(argv: list[str], env: dict[str, str], cwd: str, claimed: set[int]) -> Started:
     """`start`, but the event loop goes on while the server clones the job and it execs.
 
@@ -96,14 +92,13 @@ async def start_soon(argv: list[str], env: dict[str, str], cwd: str, claimed: se
     wall time of a start, spent in the kernel), the loop prepares and records the next. The
     server answers in order; the job's pid is added to `claimed` (the pids the caller reaps
     itself) as soon as the reply is read, before anything else runs on the loop. A job whose
-    awaiting task is cancelled, or whose loop closed meanwhile, is killed and reaped here. While any request is unanswered,
-    `in_flight()` is true: a reaper must not reap unknown children then.
+    awaiting task is cancelled, or whose loop closed meanwhile, is killed and reaped here.
+    While any request is unanswered, `in_flight()` is true: a reaper must not reap unknown
+    children then.
     """
     loop = asyncio.get_running_loop()
     request = _request(argv, env, cwd)
     _replies.settle_orphans()
-    while _replies.owner is loop and len(_replies.waiting) >= MAX_IN_FLIGHT:
-        await _replies.room(loop)
     sent = None
     if len(request) <= MAX_REQUEST and _replies.owner in (None, loop):
         with _lock:
@@ -197,19 +192,12 @@ class _Replies:
         self.server: _Server | None = None
         self.fd = -1  # the socket's, as registered (it may be closed when we let go)
         self.waiting: collections.deque[_Waiting] = collections.deque()
-        self.waiting_for_room: list[asyncio.Future[None]] = []
 
     def expect(self, loop: asyncio.AbstractEventLoop, server: _Server, waiting: _Waiting) -> None:
         if not self.waiting:
             self.owner, self.server, self.fd = loop, server, server.sock.fileno()
             loop.add_reader(self.fd, self.read)
         self.waiting.append(waiting)
-
-    def room(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
-        """A future done once a reply has been read (a request may be sent then)."""
-        future = loop.create_future()
-        self.waiting_for_room.append(future)
-        return future
 
     def read(self) -> None:
         server = self.server
@@ -225,7 +213,6 @@ class _Replies:
                 self.fail_all(server)
                 return
             self._answer(self.waiting.popleft(), reply)
-        self._make_room()
         if not self.waiting:
             self._idle()
 
@@ -276,7 +263,6 @@ class _Replies:
             os.close(waiting.err_r)
             if not waiting.future.cancelled():
                 waiting.future.set_exception(dead)
-        self._make_room()
         self._idle()
 
     def settle_orphans(self) -> None:
@@ -300,14 +286,7 @@ class _Replies:
                     os.killpg(pid, signal.SIGKILL)
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, 0)
-        self.waiting_for_room.clear()
         self._idle()
-
-    def _make_room(self) -> None:
-        while self.waiting_for_room and len(self.waiting) < MAX_IN_FLIGHT:
-            future = self.waiting_for_room.pop(0)
-            if not future.done():
-                future.set_result(None)
 
     def _idle(self) -> None:
         if self.owner is not None and not self.owner.is_closed():
@@ -391,7 +370,18 @@ def _send(server: _Server, request: bytes, fds: tuple[int, int]) -> bool:
     was started."""
     rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
     try:
-        server.sock.sendmsg([request], rights, socket.MSG_NOSIGNAL)
+        while True:
+            try:
+                server.sock.sendmsg([request], rights, socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
+                break
+            except BlockingIOError:
+                # The server is behind. If its unread replies fill its socket it stops reading
+                # requests, and a blocking send here would wait for good: read them meanwhile.
+                if _replies.server is server:
+                    _replies.read()
+                if server.sock.fileno() < 0:  # it had died: read() saw the end and let go
+                    raise BrokenPipeError(errno.EPIPE, "closed") from None
+                select.select([server.sock], [server.sock], [])
     except (BrokenPipeError, ConnectionResetError) as exc:
         raise BrokenPipeError(errno.EPIPE, "the job starter (cronflow-spawn) has exited") from exc
     except OSError as exc:
@@ -411,9 +401,10 @@ class _Server:
     sock: socket.socket
     pid: int
     pidfd: int
+    stopped: bool = False
 
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _server: _Server | None = None
 
 
@@ -456,6 +447,9 @@ def _stop(server: _Server) -> None:
     global _server
     if _server is server:
         _server = None
+    if server.stopped:
+        return
+    server.stopped = True
     server.sock.close()
     with contextlib.suppress(ProcessLookupError):
         signal.pidfd_send_signal(server.pidfd, signal.SIGKILL)
@@ -476,7 +470,7 @@ def shutdown() -> None:
 def _forget_after_fork() -> None:
     """In a forked child: the server belongs to the parent (its jobs would be the parent's)."""
     global _server, _lock, _replies
-    _lock = threading.Lock()
+    _lock = threading.RLock()
     _replies = _Replies()
     if _server is not None:
         _server.sock.close()
