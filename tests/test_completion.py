@@ -75,7 +75,11 @@ def test_zsh_and_fish(job_file: Path) -> None:
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
 def test_show_completion_prints_the_script(shell: str) -> None:
-    done = cronflow("--show-completion", shell)
+    # Typer finds the shell among the process's ancestors (none under a detached pytest);
+    # its test switch makes --show-completion take the shell's name instead.
+    done = cronflow(
+        "--show-completion", shell, env={"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    )
     assert done.returncode == 0
     assert "_CRONFLOW_COMPLETE" in done.stdout
 
