@@ -40,6 +40,7 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -136,19 +137,11 @@ def _send_soon(request: bytes, waiting: _Waiting) -> tuple[_Server, _Waiting] | 
         server = _running_server()
         if server is None or _replies.server not in (None, server):
             return None
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        try:
-            sent = _send(server, request, (out_w, err_w))
-        except BrokenPipeError:
-            sent = None
-        except BaseException:
-            os.close(out_r)
-            os.close(err_r)
-            raise
-        finally:
-            os.close(out_w)
-            os.close(err_w)
+        with _pipes() as (out_r, err_r, ends):
+            try:
+                sent = _send(server, request, ends)
+            except BrokenPipeError:
+                sent = None
         if sent:
             waiting.out_r, waiting.err_r = out_r, err_r
             return server, waiting
@@ -313,12 +306,14 @@ def _request(argv: list[str], env: dict[str, str], cwd: str) -> bytes:
     return struct.pack("=II", len(argv), len(env)) + data + b"\0"
 
 
-def _through_server(argv: list[str], cwd: str, request: bytes) -> Started | None:
-    """Start the job through the server; None when there is none (the caller uses Popen)."""
+@contextlib.contextmanager
+def _pipes() -> Iterator[tuple[int, int, tuple[int, int]]]:
+    """A job's output pipes: our read ends (closed here if the block fails) and its write
+    ends, closed here once the block has sent them."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
-        reply = _ask(request, (out_w, err_w))
+        yield out_r, err_r, (out_w, err_w)
     except BaseException:
         os.close(out_r)
         os.close(err_r)
@@ -326,6 +321,12 @@ def _through_server(argv: list[str], cwd: str, request: bytes) -> Started | None
     finally:
         os.close(out_w)
         os.close(err_w)
+
+
+def _through_server(argv: list[str], cwd: str, request: bytes) -> Started | None:
+    """Start the job through the server; None when there is none (the caller uses Popen)."""
+    with _pipes() as (out_r, err_r, ends):
+        reply = _ask(request, ends)
     if reply is None or reply[1]:
         os.close(out_r)
         os.close(err_r)
