@@ -86,7 +86,7 @@ class Daemon:
         self.file_stamp: tuple[int, int, int] | None = None
         self.flows: dict[str, FlowState] = {}
         self.tasks: set[asyncio.Task[None]] = set()
-        # During a wake-up: the flow runs it fires, begun one by one once it is done.
+        # During a wake-up: the flow runs it fires, begun together once it is done.
         self.deferred: list[tuple[_Recorded | None, Callable[[], None]]] | None = None
         self.more_due = False  # the last `_tick` stopped at its `most` due flows
         self.wake = asyncio.Event()
