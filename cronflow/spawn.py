@@ -121,13 +121,18 @@ async def start_soon(argv: list[str], env: dict[str, str], cwd: str, claimed: se
 
 def _abandon(started: Started, claimed: set[int]) -> None:
     """Kill and reap a job nobody will watch, and close its pipes."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(started.pid, signal.SIGKILL)
     started.stdout.close()
     started.stderr.close()
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(started.pid, 0)
+    _kill_and_reap(started.pid)
     claimed.discard(started.pid)
+
+
+def _kill_and_reap(pid: int) -> None:
+    """SIGKILL a job's group and reap the job (our child): it returns at once."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def _send_soon(request: bytes, waiting: _Waiting) -> tuple[_Server, _Waiting] | None:
@@ -235,11 +240,8 @@ class _Replies:
             if not future.cancelled():
                 name = {"c": waiting.cwd, "x": waiting.program}.get(which)
                 future.set_exception(OSError(error, os.strerror(error), name))
-        elif future.cancelled():  # nobody will watch it: stop it and reap it
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+        elif future.cancelled():  # nobody will watch it
+            _kill_and_reap(pid)
         else:
             waiting.claimed.add(pid)
             out = os.fdopen(waiting.out_r, "rb", buffering=0)
@@ -275,10 +277,7 @@ class _Replies:
             os.close(waiting.out_r)
             os.close(waiting.err_r)
             if pid:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
+                _kill_and_reap(pid)
         self._idle()
 
     def _idle(self) -> None:
