@@ -6,15 +6,16 @@ even imported, which keeps scripted use fast).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cronflow.columns import Cell, Column, fit, time_cell
 from cronflow.units import format_duration
+
+if TYPE_CHECKING:  # imported by the functions that print tables: `validate` prints none
+    from cronflow.columns import Cell, Column
 
 
 def is_terminal() -> bool:
@@ -43,6 +44,8 @@ def fitted_table(
     width: int | None = -1,
 ) -> None:
     """A table fitted to `width` (default: the terminal's; see cronflow.columns)."""
+    from cronflow.columns import fit
+
     names, texts = fit(columns, rows, terminal_width() if width == -1 else width)
     table(names, texts, title)
 
@@ -68,6 +71,8 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str | No
 
 
 def print_json(document: Any) -> None:
+    import json
+
     json.dump(document, sys.stdout, indent=2, default=_json_default)
     sys.stdout.write("\n")
 
@@ -136,6 +141,8 @@ def relative(moment: datetime, now: datetime) -> str:
 def job_table(views: Sequence[Any], now: datetime, width: int | None = -1) -> None:
     """`cronflow list`; DESCRIPTION only when a job has one. At 80 columns TIMEZONE goes first,
     then WHEN, SCHEDULE, DESCRIPTION and LAST; JOB and NEXT FIRE stay."""
+    from cronflow.columns import Column, time_cell
+
     described = any(v.description for v in views)
     rows: list[list[Cell]] = []
     # Many jobs share a fire (same schedule and zone). Keyed with the zone too: equal instants
@@ -298,6 +305,8 @@ def history_table(
 ) -> None:
     """`cronflow history`; a HOST column only when a shown run ran on a worker (SPEC §8).
     At 80 columns TRIGGER goes first, then ATTEMPTS, STARTED, HOST, EXIT and DURATION."""
+    from cronflow.columns import Column, time_cell
+
     now = now or datetime.now(zone)
     remote = any(r.host for r in runs)
     rows: list[list[Cell]] = [
@@ -379,6 +388,8 @@ def status_report(
 ) -> None:
     """`cronflow status`: the daemon and the job file in lines, then aligned tables of what
     runs now, recent failures, paused flows and the next fires (times in the local zone)."""
+    from cronflow.columns import Column, time_cell
+
     d = report["daemon"]
     if d["running"]:
         since = datetime.fromisoformat(d["since"]) if d["since"] else None
