@@ -116,4 +116,6 @@ def _shorten(text: str, limit: int | None) -> str:
 def _select(
     columns: Sequence[Column], texts: list[list[str]], keep: list[int]
 ) -> tuple[list[str], list[list[str]]]:
+    if len(keep) == len(columns):
+        return [column.name for column in columns], texts
     return [columns[i].name for i in keep], [[row[i] for i in keep] for row in texts]

@@ -64,10 +64,12 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str | No
         return
     if title:
         print(title)
-    widths = [max(len(str(c)) for c in col) for col in zip(columns, *rows, strict=False)]
-    for row in [columns, *rows]:
-        cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)]
-        print("  ".join(cells).rstrip())
+    widths = [max(map(len, column)) for column in zip(columns, *rows, strict=False)]
+    # One format for every row ("%-8s  %-12s..." pads as str.ljust does), one write: `list`
+    # of 1,000 jobs is 1,001 lines, and this is the most of what it does after reading them.
+    line = "  ".join(f"%-{width}s" for width in widths)
+    lines = [(line % tuple(row)).rstrip() for row in [columns, *rows]]
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def print_json(document: Any) -> None:
