@@ -685,15 +685,16 @@ _EXECUTOR_KEYS: dict[str, Any] = {
     "secret_file": _secret_file,
 }
 
-_HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\[\]]+?)\s*\]\]?\s*(#.*)?$")
+# Only a file with a problem (or an env_file) needs line numbers: these are compiled then.
+_HEADER = r"^\s*\[\[?\s*([^\[\]]+?)\s*\]\]?\s*(#.*)?$"
 _PART = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
-_BARE_RE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
-_KEY_RE = re.compile(rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*=")
+_BARE = r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*"
+_KEY = rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*="
 
 
 def _dotted(text: str) -> str:
     """`jobs."my job" . env` → `jobs.my job.env`."""
-    if _BARE_RE.fullmatch(text):
+    if re.fullmatch(_BARE, text):
         return text
     parts = re.findall(_PART, text)
     return ".".join(p.strip("\"'") for p in parts)
@@ -701,6 +702,7 @@ def _dotted(text: str) -> str:
 
 def _key_lines(text: str) -> dict[str, int]:
     """Line of each table and key ("jobs.backup.retries" → 12): tomli gives no positions."""
+    header_re, key_re = re.compile(_HEADER), re.compile(_KEY)
     lines: dict[str, int] = {}
     table = ""
     in_multiline = False
@@ -708,10 +710,10 @@ def _key_lines(text: str) -> dict[str, int]:
         if in_multiline:
             in_multiline = line.count('"""') % 2 == 0 and line.count("'''") % 2 == 0
             continue
-        if header := _HEADER_RE.match(line):
+        if header := header_re.match(line):
             table = _dotted(header.group(1))
             lines.setdefault(table, number)
-        elif key := _KEY_RE.match(line):
+        elif key := key_re.match(line):
             full = f"{table}.{_dotted(key.group(1))}" if table else _dotted(key.group(1))
             lines.setdefault(full, number)
             rest = line[key.end() :]
