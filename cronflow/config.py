@@ -279,6 +279,7 @@ class _Checker:
         self.path = path
         self.text = text
         self.folder = folder
+        self.workdir = str(folder)  # the default workdir of every job
         self.problems: list[Problem] = []
 
     def problem(self, key: str, message: str) -> None:
@@ -386,14 +387,19 @@ class _Checker:
             return None
 
     def _values(
-        self, where: str, raw: dict[str, Any], keys: dict[str, Any] | None = None
+        self,
+        where: str,
+        raw: dict[str, Any],
+        keys: dict[str, Any] | None = None,
+        into: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Each key of a job, [defaults] or `keys`' table checked and converted; problems recorded.
+        """Each key of a job, [defaults] or `keys`' table checked and converted (over `into`,
+        when given); problems recorded.
 
         A small table lists its allowed keys in the problem; the job keys are too many for that.
         """
         keys = _KEYS if keys is None else keys
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {} if into is None else into
         for key, value in raw.items():
             check = keys.get(key)
             if check is None:
@@ -419,7 +425,7 @@ class _Checker:
             return None
         if "command" not in body:
             self.problem(where, "missing required key 'command'")
-        values = {**defaults, **self._values(where, body)}
+        values = self._values(where, body, into=defaults.copy())
         if "env" in defaults and "env" in body and isinstance(body["env"], dict):
             values["env"] = {**defaults["env"], **values.get("env", {})}
         if len(self.problems) > before:
@@ -427,7 +433,7 @@ class _Checker:
         if "workdir" in values:
             values["workdir"] = str(self.folder / os.path.expanduser(values["workdir"]))
         else:
-            values["workdir"] = str(self.folder)
+            values["workdir"] = self.workdir
         env = values.get("env")
         values["env"] = MappingProxyType(env) if env else NO_ENV
         values["name"] = name
