@@ -75,7 +75,7 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str | No
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-_RICH_SYNTAX = re.compile(r"\[|:[^\s:]+:")  # markup or an :emoji: code: rich would render it
+_RICH_SYNTAX = r"\[|:[^\s:]+:"  # markup or an :emoji: code: rich would render it
 
 
 def _drawn_as_rich_would(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> bool:
@@ -91,8 +91,9 @@ def _drawn_as_rich_would(columns: Sequence[str], rows: Sequence[Sequence[str]]) 
     from rich.text import Text
 
     every = [columns, *rows]
+    syntax = re.compile(_RICH_SYNTAX)  # here, not at import: only terminal tables need it
     if any(len(row) != len(columns) for row in rows) or any(
-        _RICH_SYNTAX.search(cell) for row in every for cell in row
+        syntax.search(cell) for row in every for cell in row
     ):
         return False
     lengths = [[len(c) if c.isascii() else cell_len(c) for c in row] for row in every]
