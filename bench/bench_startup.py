@@ -3,7 +3,9 @@
     .venv/bin/python bench/bench_startup.py [--runs 15]
 
 Targets (issue 3): `--version` within 1.2x of the minimal typer app; `validate` and `list`
-within 2x; `list` of 1,000 jobs under 0.5 s. All measured in the same run, stdout piped.
+within 2x; `list` of 1,000 jobs under 0.5 s. All measured in the same run, stdout piped, in
+rounds of every case once; a ratio is the median over the rounds of the two times taken in
+the same round. Each row shows wall time and CPU time (user + sys of the process).
 
 Issue 14 adds a second file of 1,000 jobs with varied schedules (yearly, monthly, Feb 29,
 `@every`, weekdays) spread over zones with daylight-saving changes, every job its own flow:
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -136,19 +139,50 @@ def in_process(path: Path, repeat: int = 15) -> dict[str, float]:
     }
 
 
-def median_seconds(argv: list[str], runs: int, env: dict[str, str]) -> float:
-    times = []
+def measure(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + sys of the process: the growth of RUSAGE_CHILDREN
+    across the run, which counts the reaped child) of one run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(argv, capture_output=True, env=env, check=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
+def rounds(
+    cases: dict[str, tuple[list[str], dict[str, str]]], runs: int
+) -> dict[str, list[tuple[float, float]]]:
+    """`runs` rounds of every case once, in turn: on a shared machine the speed drifts by
+    tens of per cent within seconds, and a ratio taken within one round cancels most of it."""
+    for argv, env in cases.values():
+        measure(argv, env)  # warm the byte-code caches
+    found: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
     for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(argv, capture_output=True, env=env, check=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, (argv, env) in cases.items():
+            found[name].append(measure(argv, env))
+    return found
+
+
+def ratio_to(found: list[tuple[float, float]], base: list[tuple[float, float]], cpu: int) -> float:
+    """Median over the rounds of this case's time over `base`'s in the same round."""
+    return statistics.median(a[cpu] / b[cpu] for a, b in zip(found, base, strict=True))
+
+
+def _load() -> str:
+    """The 1-minute load average: wall times move with it (the machine is shared), CPU times
+    (user + sys of each process) much less."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
+    load_before = _load()
     cronflow = str(Path(sys.executable).parent / "cronflow")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -167,28 +201,29 @@ def main() -> None:
         # sets PYTHONDONTWRITEBYTECODE), and warm it up before measuring.
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         cases = {
-            "python -c pass": [sys.executable, "-c", "pass"],
-            "minimal typer app": [sys.executable, str(minimal)],
-            "cronflow --version": [cronflow, "--version"],
-            "cronflow validate (1,000 jobs)": [cronflow, "validate"],
-            "cronflow list (1,000 jobs)": [cronflow, "list"],
+            "python -c pass": ([sys.executable, "-c", "pass"], env),
+            "minimal typer app": ([sys.executable, str(minimal)], env),
+            "cronflow --version": ([cronflow, "--version"], env),
+            "cronflow validate (1,000 jobs)": ([cronflow, "validate"], env),
+            "cronflow list (1,000 jobs)": ([cronflow, "list"], env),
+            "cronflow validate (varied)": ([cronflow, "validate"], varied_env),
+            "cronflow list (varied)": ([cronflow, "list"], varied_env),
         }
-        varied_cases = {
-            "cronflow validate (varied)": [cronflow, "validate"],
-            "cronflow list (varied)": [cronflow, "list"],
-        }
-        for argv in cases.values():
-            median_seconds(argv, 1, env)
-        results = {name: median_seconds(argv, args.runs, env) for name, argv in cases.items()}
-        for name, argv in varied_cases.items():
-            median_seconds(argv, 1, varied_env)
-            results[name] = median_seconds(argv, args.runs, varied_env)
+        results = rounds(cases, args.runs)
         inside = in_process(varied)
-    base, typer_app = results["python -c pass"], results["minimal typer app"]
-    print(f"{'command':32} {'median':>9} {'x typer app':>12} {'x python':>9}")
-    for name, seconds in results.items():
+    python, typer_app = results["python -c pass"], results["minimal typer app"]
+    print(f"load average before and after: {load_before} / {_load()}")
+    print(
+        f"{'command':32} {'median':>9} {'x typer app':>12} {'x python':>9}"
+        f" {'CPU':>9} {'CPU x typer':>12}"
+    )
+    for name, found in results.items():
+        wall = statistics.median(w for w, _ in found)
+        cpu = statistics.median(c for _, c in found)
         print(
-            f"{name:32} {seconds * 1000:7.1f}ms {seconds / typer_app:11.2f}x {seconds / base:8.1f}x"
+            f"{name:32} {wall * 1000:7.1f}ms {ratio_to(found, typer_app, 0):11.2f}x"
+            f" {ratio_to(found, python, 0):8.1f}x {cpu * 1000:7.1f}ms"
+            f" {ratio_to(found, typer_app, 1):11.2f}x"
         )
     print(f"\nin-process, varied file (median of 15)  {'ms':>8} {'x tomli':>8}")
     for name, seconds in inside.items():

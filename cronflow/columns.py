@@ -14,23 +14,23 @@ and stops at the first that fits `width`:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from typing import NamedTuple
 
 GAP = 2  # spaces between columns
 ELLIPSIS = "…"
 
 
-@dataclass(frozen=True)
-class Column:
+# Column and Time are NamedTuples rather than frozen dataclasses: as immutable, and cheaper
+# to create (a dataclass compiles its methods when its module is imported).
+class Column(NamedTuple):
     name: str
     value: int | None = None  # None: never dropped; else lower values are dropped first
     cut: bool = False  # free text that may be shortened with "…"
     min_cut: int = 12
 
 
-@dataclass(frozen=True)
-class Time:
+class Time(NamedTuple):
     full: str
     compact: str
 
@@ -116,4 +116,6 @@ def _shorten(text: str, limit: int | None) -> str:
 def _select(
     columns: Sequence[Column], texts: list[list[str]], keep: list[int]
 ) -> tuple[list[str], list[list[str]]]:
+    if len(keep) == len(columns):
+        return [column.name for column in columns], texts
     return [columns[i].name for i in keep], [[row[i] for i in keep] for row in texts]

@@ -279,6 +279,7 @@ class _Checker:
         self.path = path
         self.text = text
         self.folder = folder
+        self.workdir = str(folder)  # the default workdir of every job
         self.problems: list[Problem] = []
 
     def problem(self, key: str, message: str) -> None:
@@ -386,14 +387,19 @@ class _Checker:
             return None
 
     def _values(
-        self, where: str, raw: dict[str, Any], keys: dict[str, Any] | None = None
+        self,
+        where: str,
+        raw: dict[str, Any],
+        keys: dict[str, Any] | None = None,
+        into: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Each key of a job, [defaults] or `keys`' table checked and converted; problems recorded.
+        """Each key of a job, [defaults] or `keys`' table checked and converted (over `into`,
+        when given); problems recorded.
 
         A small table lists its allowed keys in the problem; the job keys are too many for that.
         """
         keys = _KEYS if keys is None else keys
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {} if into is None else into
         for key, value in raw.items():
             check = keys.get(key)
             if check is None:
@@ -419,7 +425,7 @@ class _Checker:
             return None
         if "command" not in body:
             self.problem(where, "missing required key 'command'")
-        values = {**defaults, **self._values(where, body)}
+        values = self._values(where, body, into=defaults.copy())
         if "env" in defaults and "env" in body and isinstance(body["env"], dict):
             values["env"] = {**defaults["env"], **values.get("env", {})}
         if len(self.problems) > before:
@@ -427,7 +433,7 @@ class _Checker:
         if "workdir" in values:
             values["workdir"] = str(self.folder / os.path.expanduser(values["workdir"]))
         else:
-            values["workdir"] = str(self.folder)
+            values["workdir"] = self.workdir
         env = values.get("env")
         values["env"] = MappingProxyType(env) if env else NO_ENV
         values["name"] = name
@@ -685,15 +691,16 @@ _EXECUTOR_KEYS: dict[str, Any] = {
     "secret_file": _secret_file,
 }
 
-_HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\[\]]+?)\s*\]\]?\s*(#.*)?$")
+# Only a file with a problem (or an env_file) needs line numbers: these are compiled then.
+_HEADER = r"^\s*\[\[?\s*([^\[\]]+?)\s*\]\]?\s*(#.*)?$"
 _PART = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
-_BARE_RE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
-_KEY_RE = re.compile(rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*=")
+_BARE = r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*"
+_KEY = rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*="
 
 
 def _dotted(text: str) -> str:
     """`jobs."my job" . env` → `jobs.my job.env`."""
-    if _BARE_RE.fullmatch(text):
+    if re.fullmatch(_BARE, text):
         return text
     parts = re.findall(_PART, text)
     return ".".join(p.strip("\"'") for p in parts)
@@ -701,6 +708,7 @@ def _dotted(text: str) -> str:
 
 def _key_lines(text: str) -> dict[str, int]:
     """Line of each table and key ("jobs.backup.retries" → 12): tomli gives no positions."""
+    header_re, key_re = re.compile(_HEADER), re.compile(_KEY)
     lines: dict[str, int] = {}
     table = ""
     in_multiline = False
@@ -708,10 +716,10 @@ def _key_lines(text: str) -> dict[str, int]:
         if in_multiline:
             in_multiline = line.count('"""') % 2 == 0 and line.count("'''") % 2 == 0
             continue
-        if header := _HEADER_RE.match(line):
+        if header := header_re.match(line):
             table = _dotted(header.group(1))
             lines.setdefault(table, number)
-        elif key := _KEY_RE.match(line):
+        elif key := key_re.match(line):
             full = f"{table}.{_dotted(key.group(1))}" if table else _dotted(key.group(1))
             lines.setdefault(full, number)
             rest = line[key.end() :]

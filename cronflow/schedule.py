@@ -21,6 +21,7 @@ import re
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from cronflow import wording
@@ -57,8 +58,7 @@ class ScheduleError(ValueError):
     """A schedule the user wrote that cronflow cannot accept; the message says what is allowed."""
 
 
-@dataclass(frozen=True)
-class _Field:
+class _Field(NamedTuple):  # a constant table: cheaper to create than a dataclass
     name: str
     low: int
     high: int

@@ -8,7 +8,9 @@ from datetime import date, datetime, timedelta, tzinfo
 _DURATION_RE = re.compile(r"(?:(\d+)([smhd]))")
 _DURATION_WHOLE_RE = re.compile(r"(?:\d+[smhd])+")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_SIZE_RE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?")
+# Patterns used rarely stay text, compiled (and cached by `re`) at their first use: each
+# compiled at import would cost every command, `cronflow list` included, ~0.1 ms.
+_SIZE = r"(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?"
 _SIZE_FACTOR = {
     None: 1,
     "B": 1,
@@ -24,9 +26,9 @@ DURATION_HELP = 'a duration like "90s", "5m", "1h30m", "2d", or a whole number o
 SIZE_HELP = 'a size like "512KiB", "1MiB", or a whole number of bytes'
 
 
-_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-_PASSWORD_QUERY_RE = re.compile(r"([?&]password=)[^&#]*")
-_URL_IN_TEXT_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+_SCHEME = r"[A-Za-z][A-Za-z0-9+.-]*://"
+_PASSWORD_QUERY = r"([?&]password=)[^&#]*"
+_URL_IN_TEXT = r"[A-Za-z][A-Za-z0-9+.-]*://\S+"
 
 MAX_DURATION = 100 * 365 * 86400  # a century: beyond it, dates leave what datetime can hold
 
@@ -64,7 +66,7 @@ def parse_size(value: object) -> int:
         if value < 0:
             raise ValueError(f"must not be negative, got {value}")
         return value
-    if not isinstance(value, str) or not (m := _SIZE_RE.fullmatch(value.strip())):
+    if not isinstance(value, str) or not (m := re.fullmatch(_SIZE, value.strip())):
         raise ValueError(f"expected {SIZE_HELP}, got {value!r}")
     return int(m.group(1)) * _SIZE_FACTOR[m.group(2)]
 
@@ -139,7 +141,7 @@ def mask_url(url: str) -> str:
     `/` or `@` in a password then masks too much rather than printing the rest of it. redis-py
     also reads `?password=`, so that is masked as well.
     """
-    scheme = _SCHEME_RE.match(url)
+    scheme = re.match(_SCHEME, url)
     if not scheme:
         return url
     start = scheme.end()
@@ -149,9 +151,9 @@ def mask_url(url: str) -> str:
         user, colon, _ = url[start:at].partition(":")
         if colon:
             url = f"{url[:start]}{user}:***{url[at:]}"
-    return _PASSWORD_QUERY_RE.sub(r"\1***", url)
+    return re.sub(_PASSWORD_QUERY, r"\1***", url)
 
 
 def mask_urls(text: str) -> str:
     """`text` (an error message, say) with every URL in it passed through `mask_url`."""
-    return _URL_IN_TEXT_RE.sub(lambda m: mask_url(m.group(0)), text)
+    return re.sub(_URL_IN_TEXT, lambda m: mask_url(m.group(0)), text)

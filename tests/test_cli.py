@@ -182,3 +182,64 @@ def test_run_local_reaches_run_plans(
     with pytest.raises(typer.Exit):
         cli.run("a", start="2026-01-01", end="2026-01-02", local=True, config=path)
     assert seen == [True, False, True]
+
+
+@pytest.mark.parametrize(
+    ("xdg", "home"),
+    [
+        ("/x/state", "/home/u"),
+        ("/x/state/", "/home/u/"),
+        ("", "/home/u"),
+        (None, "/home/u"),
+        ("relative/state", "/home/u"),
+        (None, "/"),
+    ],
+)
+def test_paths_are_those_of_platformdirs(
+    monkeypatch: pytest.MonkeyPatch, xdg: str | None, home: str
+) -> None:
+    """_Paths reads the plain XDG cases itself (platformdirs costs 7 ms to import): the
+    answers must stay platformdirs' own."""
+    import platformdirs
+
+    for variable in ("CRONFLOW_CONFIG", "CRONFLOW_STATE_DIR"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable in ("XDG_CONFIG_HOME", "XDG_STATE_HOME"):
+        if xdg is None:
+            monkeypatch.delenv(variable, raising=False)
+        else:
+            monkeypatch.setenv(variable, xdg)
+    monkeypatch.setenv("HOME", home)
+    monkeypatch.setattr(cli._Paths, "config_override", None)
+    assert cli._Paths.state_dir() == platformdirs.user_state_path("cronflow", appauthor=False)
+    assert cli._Paths.config() == (
+        platformdirs.user_config_path("cronflow", appauthor=False) / "cronflow.toml"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        (["list"], "list"),
+        (["list", "--json"], "list"),
+        (["-c", "f.toml", "validate"], "validate"),
+        (["--config", "f.toml", "next", "a"], "next"),
+        (["--config=f.toml", "list"], "list"),
+        (["-cf.toml", "list"], "list"),
+        (["--help"], None),
+        (["--version"], None),
+        (["lsit"], None),
+        (["systemd", "install"], None),
+        ([], None),
+    ],
+)
+def test_a_plain_command_line_builds_only_its_command(
+    args: list[str], name: str | None
+) -> None:
+    chosen = cli._app_for(args)
+    if name is None:
+        assert chosen is cli.app
+    else:
+        assert [cli._command_name(c) for c in chosen.registered_commands] == [name]
+        assert chosen.registered_groups == []
+        assert len(cli.app.registered_commands) > 1  # the app itself is left whole

@@ -41,3 +41,15 @@ def test_each_command_has_a_short_help_and_an_example(name: str) -> None:
     example = result.output.split("Example:\n")[1]
     assert example.strip().startswith(("cronflow", "crontab -l | cronflow", "EDITOR="))
     assert all(len(line) <= 80 for line in example.splitlines())
+
+
+@pytest.mark.parametrize("name", [n for n in _commands() if " " not in n and n != "systemd"])
+def test_a_command_built_alone_parses_and_helps_as_in_the_whole_app(name: str) -> None:
+    """main() builds only the command the line names (cli._app_for): its help and its usage
+    errors are the very ones of the whole app."""
+    alone = cli._app_for([name])
+    assert alone is not cli.app
+    for args in ([name, "--help"], [name, "--no-such-option"]):
+        whole = runner.invoke(cli.app, args, terminal_width=80)
+        one = runner.invoke(alone, args, terminal_width=80)
+        assert (one.exit_code, one.output) == (whole.exit_code, whole.output), args
