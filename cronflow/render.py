@@ -7,7 +7,6 @@ even imported, which keeps scripted use fast).
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime, tzinfo
@@ -57,12 +56,13 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str | No
         if title is None and _drawn_as_rich_would(columns, rows):
             return
         from rich.table import Table
+        from rich.text import Text
 
         rich_table = Table(title=title, title_justify="left", box=None, pad_edge=False)
         for column in columns:
             rich_table.add_column(column, no_wrap=True)  # fitted before: never wrap a time
-        for row in rows:
-            rich_table.add_row(*row)
+        for row in rows:  # Text: a description's "[x]" or ":name:" is shown as written
+            rich_table.add_row(*map(Text, row))
         console().print(rich_table)
         return
     if title:
@@ -75,14 +75,11 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str | No
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-_RICH_SYNTAX = r"\[|:[^\s:]+:"  # markup or an :emoji: code: rich would render it
-
-
 def _drawn_as_rich_would(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> bool:
     """Print the table as rich draws it (header in bold, every cell padded to its column's
     width, two spaces between columns) without rich's Table, and say so; False, printing
     nothing, when rich would draw something else: a table wider than the terminal (rich
-    narrows its columns), or a cell rich reads as markup or emoji.
+    narrows its columns).
 
     rich measures, pads and crops each cell as a renderable: 0.7 s for `cronflow list` of
     1,000 jobs (7,000 cells), against a few milliseconds for the same lines built here.
@@ -91,10 +88,7 @@ def _drawn_as_rich_would(columns: Sequence[str], rows: Sequence[Sequence[str]]) 
     from rich.text import Text
 
     every = [columns, *rows]
-    syntax = re.compile(_RICH_SYNTAX)  # here, not at import: only terminal tables need it
-    if any(len(row) != len(columns) for row in rows) or any(
-        syntax.search(cell) for row in every for cell in row
-    ):
+    if any(len(row) != len(columns) for row in rows):
         return False
     lengths = [[len(c) if c.isascii() else cell_len(c) for c in row] for row in every]
     widths = [max(column) for column in zip(*lengths, strict=True)]
