@@ -64,6 +64,9 @@ def test_hot_reload_and_a_bad_edit_keeps_the_old_jobs(daemons, tmp_path: Path) -
 
 def test_a_job_file_others_can_write_keeps_the_old_jobs(daemons, tmp_path: Path) -> None:
     d = launch(daemons, tmp_path, EVERY_SECOND)
+    # "started" comes before the first load: a mode changed before it would refuse the file
+    # at once, leaving no old jobs to keep.
+    wait_until(lambda: "loaded " in d.log.read_text(), what="the first load")
     d.config.chmod(0o666)
     d.config.write_text(EVERY_SECOND + '[jobs.new]\nschedule = "@every 1s"\ncommand = "true"\n')
     wait_until(lambda: d.status()["daemon"]["config_error"], timeout=30, what="the refusal")
