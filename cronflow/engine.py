@@ -19,7 +19,7 @@ from cronflow.clock import Clock
 from cronflow.errors import CronflowError, Detached
 from cronflow.logcap import TAIL_BYTES
 from cronflow.records import AttemptEnd
-from cronflow.runner import AttemptResult, Command, run_attempt
+from cronflow.runner import AttemptResult, Command, Stop, run_attempt
 
 if TYPE_CHECKING:
     from cronflow.config import Config, Job
@@ -109,7 +109,7 @@ class Engine:
         self.observer = observer or Quiet()
         # `stop` kills running attempts; `drain` only starts nothing new: waits for a retry or
         # a slot end at once as `canceled`, running attempts finish (the daemon's SIGTERM).
-        self.stop = stop or asyncio.Event()
+        self.stop = stop or Stop()
         self.drain = drain or asyncio.Event()
         self.slots = asyncio.Semaphore(max_parallel)
         # Run ends the store refused (disk full): recorded again by `record_unrecorded`.

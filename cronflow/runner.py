@@ -77,6 +77,34 @@ OnStart = Callable[[int | None, int | None], None]
 _WAITING: set[int] = set()
 
 
+class Stop(asyncio.Event):
+    """An `asyncio.Event` that running attempts watch without a task each: setting it calls
+    their watchers (on the next loop turn). A plain Event works too, at a task per attempt."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watchers: dict[object, tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = {}
+
+    def set(self) -> None:
+        if self.is_set():
+            return
+        super().set()
+        for loop, watcher in self._watchers.values():
+            loop.call_soon(watcher)
+        self._watchers.clear()
+
+    def watch(self, key: object, watcher: Callable[[], None]) -> None:
+        """Call `watcher` soon after the event is set (at once if it is), unless unwatched."""
+        loop = asyncio.get_running_loop()
+        if self.is_set():
+            loop.call_soon(watcher)
+        else:
+            self._watchers[key] = (loop, watcher)
+
+    def unwatch(self, key: object) -> None:
+        self._watchers.pop(key, None)
+
+
 @dataclass(frozen=True)
 class AttemptResult:
     """How one attempt ended. ``exit_code`` is 128+N when the command died of signal N."""
@@ -192,6 +220,7 @@ class _Attempt:
         self._log = log
         self._clock = clock
         self._exited: asyncio.Future[None] = self._loop.create_future()
+        self._reaped = False  # the exit is known (and the child reaped, if it was ours to)
         self._pipes_closed: asyncio.Future[None] = self._loop.create_future()
         self._killed: asyncio.Future[None] = self._loop.create_future()
         self._wait_status: int | None = None
@@ -219,25 +248,33 @@ class _Attempt:
                 max(0.0, self._command.timeout), self._terminate, "timeout"
             )
         stop_task = None
-        if stop is not None:
+        if isinstance(stop, Stop):
+            stop.watch(self, self._on_stop)
+        elif stop is not None:
             stop_task = self._loop.create_task(stop.wait())
-            stop_task.add_done_callback(self._on_stop)
+            stop_task.add_done_callback(lambda task: task.cancelled() or self._on_stop())
         try:
-            await asyncio.wait({self._exited})
+            if not self._reaped:
+                await self._exited  # ours alone: a cancel here is handled below
             if timeout_handle is not None:
                 timeout_handle.cancel()
             if self._kill_reason is not None:
                 await self._until_group_gone()
-            await asyncio.wait({self._pipes_closed}, timeout=DRAIN_SECONDS)
+            if not self._pipes_closed.done():
+                await asyncio.wait({self._pipes_closed}, timeout=DRAIN_SECONDS)
         except asyncio.CancelledError:
             self._kill_now()
-            await asyncio.wait({self._exited}, timeout=REAP_ON_CANCEL_SECONDS)
+            if not self._reaped:
+                self._exited = self._loop.create_future()
+                await asyncio.wait({self._exited}, timeout=REAP_ON_CANCEL_SECONDS)
             raise
         finally:
             for handle in (timeout_handle, self._kill_handle):
                 if handle is not None:
                     handle.cancel()
-            if stop_task is not None:
+            if isinstance(stop, Stop):
+                stop.unwatch(self)
+            elif stop_task is not None:
                 stop_task.cancel()
             self._close()
         if self._sink_error is not None:
@@ -281,6 +318,7 @@ class _Attempt:
             if direct is not None:
                 direct.returncode = os.waitstatus_to_exitcode(status)
         _WAITING.discard(self._pid)
+        self._reaped = True
         reap_adopted()
         if not self._exited.done():
             self._exited.set_result(None)
@@ -306,13 +344,12 @@ class _Attempt:
 
     # --- killing the group --------------------------------------------------------------------
 
-    def _on_stop(self, task: asyncio.Task[object]) -> None:
-        if not task.cancelled():
-            self._terminate("canceled")
+    def _on_stop(self) -> None:
+        self._terminate("canceled")
 
     def _terminate(self, reason: str) -> None:
         """SIGTERM the group now and SIGKILL it after the grace period (once per attempt)."""
-        if self._kill_reason is not None or self._exited.done():
+        if self._kill_reason is not None or self._reaped:
             return
         self._kill_reason = reason
         self._signal_group(signal.SIGTERM)
@@ -392,7 +429,7 @@ class _Attempt:
 
     def _close(self) -> None:
         """Stop watching everything; pipes still open are flushed and closed."""
-        if not self._exited.done():  # only when cancelled and the reap timed out
+        if not self._reaped:  # only when cancelled and the reap timed out
             self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
         for fd in list(self._streams):
