@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +62,11 @@ def plan(
     return FlowRun(
         config, config.flow_of(job).name, jobs, logical_time, trigger, ignore_past=ignore_past
     )
+
+
+def at_times(template: FlowRun, times: list[datetime]) -> list[FlowRun]:
+    """`template` at each of `times` (its jobs worked out once, not per fire)."""
+    return [dataclasses.replace(template, logical_time=moment) for moment in times]
 
 
 def flows_at_once(template: FlowRun, parallel: int) -> int:

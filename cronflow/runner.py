@@ -3,7 +3,8 @@
 An attempt runs in a new session and process group, with stdin on /dev/null and both output
 streams captured line by line as they arrive. Timeouts and cancels signal the whole group: SIGTERM,
 then SIGKILL after ``kill_grace``. Everything is driven by the running asyncio loop: the child's
-exit is learnt from a pidfd, its pipes are read with ``add_reader``, and timers are ``call_later``
+exit is learnt from a pidfd, its pipes are read when ready (one epoll set of every attempt's
+descriptors, watched by the loop as a single reader: see ``_Watch``), and timers are ``call_later``
 handles. We reap the child ourselves with ``os.wait4`` to get its rusage, which is why this does
 not use ``asyncio.create_subprocess_exec`` (its child watcher would reap the child first).
 
@@ -26,9 +27,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import resource
+import select
 import signal
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -231,14 +235,15 @@ class _Attempt:
         self._partial: dict[int, bytearray] = {}
         self._streams: dict[int, str] = {}
         self._start = start_time
+        self._watch = _Watch.of(self._loop)
         self._pidfd = os.pidfd_open(started.pid)
-        self._loop.add_reader(self._pidfd, self._on_exit)
+        self._watch.add(self._pidfd, self._on_exit)
         for pipe, stream in ((started.stdout, "out"), (started.stderr, "err")):
             fd = pipe.fileno()
             os.set_blocking(fd, False)
             self._streams[fd] = stream
             self._partial[fd] = bytearray()
-            self._loop.add_reader(fd, self._on_readable, fd)
+            self._watch.add(fd, functools.partial(self._on_readable, fd))
 
     async def wait(self, stop: asyncio.Event | None, started_at: datetime) -> AttemptResult:
         """Wait for the exit (killing the group on timeout or stop), drain the pipes, report."""
@@ -305,7 +310,7 @@ class _Attempt:
 
     def _on_exit(self) -> None:
         """The pidfd became readable: the child has exited; reap it and keep its rusage."""
-        self._loop.remove_reader(self._pidfd)
+        self._watch.remove(self._pidfd)
         direct = self._started.direct
         try:
             _, status, rusage = os.wait4(self._pid, 0)
@@ -392,7 +397,7 @@ class _Attempt:
         except Exception as exc:  # the sink failed: stop the job, re-raised from wait()
             self._sink_error = exc
             for open_fd in list(self._streams):
-                self._loop.remove_reader(open_fd)
+                self._watch.remove(open_fd)
             if not self._pipes_closed.done():
                 self._pipes_closed.set_result(None)
             self._kill_now()
@@ -416,7 +421,7 @@ class _Attempt:
 
     def _close_pipe(self, fd: int) -> None:
         """EOF (or we stop reading): flush the partial last line and close the pipe."""
-        self._loop.remove_reader(fd)
+        self._watch.remove(fd)
         stream = self._streams.pop(fd)
         rest = self._partial.pop(fd)
         if rest:
@@ -430,16 +435,58 @@ class _Attempt:
     def _close(self) -> None:
         """Stop watching everything; pipes still open are flushed and closed."""
         if not self._reaped:  # only when cancelled and the reap timed out
-            self._loop.remove_reader(self._pidfd)
+            self._watch.remove(self._pidfd)
         os.close(self._pidfd)
         for fd in list(self._streams):
             if self._sink_error is None:
                 self._close_pipe(fd)
             else:
-                self._loop.remove_reader(fd)
+                self._watch.remove(fd)
                 self._streams.pop(fd)
         for pipe in (self._started.stdout, self._started.stderr):
             pipe.close()
+
+
+class _Watch:
+    """The descriptors of every running attempt of one loop (output pipes, pidfd) in one epoll
+    set of our own, which the loop watches as a single reader.
+
+    Registering a descriptor is then one C call (epoll_ctl), where the loop's add_reader and
+    remove_reader cost a few dozen Python calls each: three of each per job. The set lives as
+    long as its loop (closed when the loop is collected); level-triggered, as the loop is.
+    """
+
+    _of: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watch] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._epoll = select.epoll()
+        self._handlers: dict[int, Callable[[], None]] = {}
+        loop.add_reader(self._epoll.fileno(), self._ready)
+        weakref.finalize(loop, self._epoll.close)
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Watch:
+        watch = cls._of.get(loop)
+        if watch is None:
+            watch = cls._of[loop] = cls(loop)
+        return watch
+
+    def add(self, fd: int, handler: Callable[[], None]) -> None:
+        self._epoll.register(fd, select.EPOLLIN)
+        self._handlers[fd] = handler
+
+    def remove(self, fd: int) -> None:
+        """Stop watching `fd` (before it is closed, so its number can be reused safely)."""
+        if self._handlers.pop(fd, None) is not None:
+            self._epoll.unregister(fd)
+
+    def _ready(self) -> None:
+        for fd, _ in self._epoll.poll(0):
+            handler = self._handlers.get(fd)  # an earlier handler may have removed it
+            if handler is not None:
+                handler()
 
 
 def reap_adopted() -> None:

@@ -48,6 +48,8 @@ from typing import IO
 SOURCE = Path(__file__).with_name("spawn.c")
 #: Larger requests (argv + env + workdir) are started with Popen: REQUEST_BYTES in spawn.c.
 MAX_REQUEST = 128 * 1024
+#: Combined once: `|` on socket.MsgFlag members runs Python code (enum) on every call.
+_SEND_FLAGS = int(socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
 
 
 @dataclass(frozen=True)
@@ -389,7 +391,7 @@ def _send(server: _Server, request: bytes, fds: tuple[int, int]) -> bool:
     try:
         while True:
             try:
-                server.sock.sendmsg([request], rights, socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
+                server.sock.sendmsg([request], rights, _SEND_FLAGS)
                 break
             except BlockingIOError:
                 # The server is behind. If its unread replies fill its socket it stops reading
