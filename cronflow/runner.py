@@ -236,14 +236,24 @@ class _Attempt:
         self._streams: dict[int, str] = {}
         self._start = start_time
         self._watch = _Watch.of(self._loop)
-        self._pidfd = os.pidfd_open(started.pid)
-        self._watch.add(self._pidfd, self._on_exit)
         for pipe, stream in ((started.stdout, "out"), (started.stderr, "err")):
             fd = pipe.fileno()
             os.set_blocking(fd, False)
             self._streams[fd] = stream
             self._partial[fd] = bytearray()
-            self._watch.add(fd, functools.partial(self._on_readable, fd))
+        # A short job (`true`) has often exited by the time its start is known: then it is
+        # reaped here and its pipes read to their end at once, with nothing to watch (no
+        # pidfd, no loop turn). Otherwise its exit and pipes are watched until they come.
+        self._pidfd = -1
+        if self._reap(os.WNOHANG):
+            for fd in list(self._streams):
+                self._read_to_end(fd)  # its output, then EOF (unless a descendant holds it)
+        else:
+            self._pidfd = os.pidfd_open(started.pid)
+            self._watch.add(self._pidfd, self._on_exit)
+        if self._sink_error is None:
+            for fd in self._streams:
+                self._watch.add(fd, functools.partial(self._on_readable, fd))
 
     async def wait(self, stop: asyncio.Event | None, started_at: datetime) -> AttemptResult:
         """Wait for the exit (killing the group on timeout or stop), drain the pipes, report."""
@@ -311,13 +321,20 @@ class _Attempt:
     def _on_exit(self) -> None:
         """The pidfd became readable: the child has exited; reap it and keep its rusage."""
         self._watch.remove(self._pidfd)
+        self._reap(0)
+
+    def _reap(self, options: int) -> bool:
+        """Reap the child (`os.WNOHANG`: only if it has exited) and keep its status and rusage;
+        False if it still runs."""
         direct = self._started.direct
         try:
-            _, status, rusage = os.wait4(self._pid, 0)
+            pid, status, rusage = os.wait4(self._pid, options)
         except ChildProcessError:  # someone else reaped it (a foreign waitpid(-1)): no status
             if direct is not None:
                 direct.returncode = -1
         else:
+            if pid == 0:
+                return False
             self._wait_status, self._rusage = status, rusage
             # Tell Popen it is reaped, or its __del__ would waitpid() a pid that may be reused.
             if direct is not None:
@@ -327,6 +344,7 @@ class _Attempt:
         reap_adopted()
         if not self._exited.done():
             self._exited.set_result(None)
+        return True
 
     async def _until_group_gone(self) -> None:
         """After a kill, wait until nothing of the group is left, or the SIGKILL has been sent.
@@ -389,6 +407,19 @@ class _Attempt:
             data = os.read(fd, READ_BYTES)
         except BlockingIOError:
             return
+        self._deliver(fd, data)
+
+    def _read_to_end(self, fd: int) -> None:
+        """Read what the pipe holds now, to its EOF if its writers are gone."""
+        while fd in self._streams and self._sink_error is None:
+            try:
+                data = os.read(fd, READ_BYTES)
+            except BlockingIOError:
+                return
+            self._deliver(fd, data)
+
+    def _deliver(self, fd: int, data: bytes) -> None:
+        """Lines to the sink, or EOF; a sink that fails stops the job (raised from wait())."""
         try:
             if data:
                 self._take(fd, data, self._clock.now())
@@ -434,9 +465,9 @@ class _Attempt:
 
     def _close(self) -> None:
         """Stop watching everything; pipes still open are flushed and closed."""
-        if not self._reaped:  # only when cancelled and the reap timed out
-            self._watch.remove(self._pidfd)
-        os.close(self._pidfd)
+        if self._pidfd >= 0:
+            self._watch.remove(self._pidfd)  # only when cancelled and the reap timed out
+            os.close(self._pidfd)
         for fd in list(self._streams):
             if self._sink_error is None:
                 self._close_pipe(fd)
