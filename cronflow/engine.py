@@ -166,6 +166,13 @@ class Engine:
     async def execute_created(
         self, plan: FlowRun, flow_run_id: int, run_ids: dict[str, int]
     ) -> list[RunRecord]:
+        """Run a recorded flow run to its end and return its runs as the store has them."""
+        await self.run_created(plan, run_ids)
+        return self.store.runs_in_flow_run(flow_run_id)
+
+    async def run_created(self, plan: FlowRun, run_ids: dict[str, int]) -> dict[str, str]:
+        """Run a recorded flow run to its end; how each job ended, as the engine decided it
+        (a backfill reads the stored runs once at its end, not once per flow run)."""
         done: dict[str, asyncio.Future[str]] = {
             job: asyncio.get_running_loop().create_future() for job in plan.jobs
         }
@@ -174,15 +181,15 @@ class Engine:
             # to the next fire's bookkeeping (many flows due at one instant).
             (job,) = plan.jobs
             await self._job(plan, job, run_ids[job], done)
-            return self.store.runs_in_flow_run(flow_run_id)
-        tasks = [
-            asyncio.create_task(self._job(plan, job, run_ids[job], done), name=f"job:{job}")
-            for job in plan.jobs
-        ]
-        if plan.missed is not None:  # the first catch-up run after missed fires
-            tasks.append(asyncio.create_task(self.missed_hooks(plan, run_ids)))
-        await asyncio.gather(*tasks)
-        return self.store.runs_in_flow_run(flow_run_id)
+        else:
+            tasks = [
+                asyncio.create_task(self._job(plan, job, run_ids[job], done), name=f"job:{job}")
+                for job in plan.jobs
+            ]
+            if plan.missed is not None:  # the first catch-up run after missed fires
+                tasks.append(asyncio.create_task(self.missed_hooks(plan, run_ids)))
+            await asyncio.gather(*tasks)
+        return {job: future.result() for job, future in done.items()}
 
     async def _job(
         self, plan: FlowRun, name: str, run_id: int, done: dict[str, asyncio.Future[str]]

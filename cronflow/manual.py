@@ -27,6 +27,8 @@ MAX_BACKFILL = 100_000
 CREATE_AHEAD = 32
 
 
+FlowDone = Callable[[datetime, list[str]], None]  # a flow run's logical time, its statuses
+
 # Ctrl-C, kill, and a closed terminal or dropped ssh session all stop the run the same way.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -107,11 +109,12 @@ def run_plans(
     max_parallel: int,
     flows_at_once: int = 1,
     observer: Observer | None = None,
-    on_flow_done: Callable[[list[RunRecord]], None] | None = None,
+    on_flow_done: FlowDone | None = None,
     local: bool = False,
 ) -> Outcome:
     """Run flow runs (at most `flows_at_once` together) in the foreground; Ctrl-C cancels.
-    Jobs with a remote queue go to workers, as under the daemon, unless `local`."""
+    Jobs with a remote queue go to workers, as under the daemon, unless `local`.
+    `on_flow_done` hears of each flow run's end: its logical time and its jobs' statuses."""
     return asyncio.run(
         _run_plans(store, plans, max_parallel, flows_at_once, observer, on_flow_done, local)
     )
@@ -123,7 +126,7 @@ async def _run_plans(
     max_parallel: int,
     flows_at_once: int,
     observer: Observer | None,
-    on_flow_done: Callable[[list[RunRecord]], None] | None,
+    on_flow_done: FlowDone | None,
     local: bool = False,
 ) -> Outcome:
     stop = Stop()
@@ -143,14 +146,15 @@ async def _run_plans(
     if remote_jobs and not local:  # a broker is needed only for jobs that go to workers
         engine.remote = await _remote(plans[0].config)
     feed = _Feed(engine, plans, flows_at_once)
-    results: list[RunRecord] = []
+    ran: list[int] = []  # the flow runs that ran, read back from the store once at the end
 
     async def worker() -> None:
         while not stop.is_set() and (created := feed.next()) is not None:
-            runs = await engine.execute_created(*created)
-            results.extend(runs)
+            plan, flow_run_id, run_ids = created
+            statuses = await engine.run_created(plan, run_ids)
+            ran.append(flow_run_id)
             if on_flow_done:
-                on_flow_done(runs)
+                on_flow_done(plan.logical_time, list(statuses.values()))
 
     try:
         await asyncio.gather(*(worker() for _ in range(max(1, min(flows_at_once, len(plans))))))
@@ -163,7 +167,7 @@ async def _run_plans(
             loop.remove_signal_handler(signum)
         if engine.remote is not None:
             await engine.remote.close(forget=True)
-    return Outcome(sorted(results, key=lambda r: r.run_id), received[0] if received else None)
+    return Outcome(store.runs_in_flow_runs(ran), received[0] if received else None)
 
 
 class _Feed:

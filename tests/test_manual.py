@@ -51,8 +51,8 @@ def test_an_interrupted_backfill_leaves_nothing_queued(tmp_path: Path) -> None:
     store = Store(tmp_path / "state" / "cronflow.db")
     done: list[int] = []
 
-    def flow_done(runs: list[object]) -> None:
-        done.append(len(runs))
+    def flow_done(logical_time: object, statuses: list[str]) -> None:
+        done.append(len(statuses))
         if len(done) == 3:
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the loop's handler stops the run
 
