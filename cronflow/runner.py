@@ -53,6 +53,10 @@ READ_BYTES = 64 * 1024
 GROUP_LOOKS = (0.02, 0.1, 0.3)
 #: After a cancel by task cancellation, how long we wait for the SIGKILLed command to be reaped.
 REAP_ON_CANCEL_SECONDS = 5.0
+#: While attempts run, adopted descendants are reaped this often (and at each attempt's end);
+#: the SIGCHLD handler is back once no attempt has run for REARM_SECONDS (see _Reaping).
+REAP_SECONDS = 5.0  # the daemon wakes this often anyway
+REARM_SECONDS = 0.2
 
 EXIT_NOT_FOUND = 127
 EXIT_CANNOT_EXECUTE = 126
@@ -254,6 +258,9 @@ class _Attempt:
         if self._sink_error is None:
             for fd in self._streams:
                 self._watch.add(fd, functools.partial(self._on_readable, fd))
+        self._reaping = _Reaping.of.get(self._loop)
+        if self._reaping is not None:
+            self._reaping.busy(self._loop)
 
     async def wait(self, stop: asyncio.Event | None, started_at: datetime) -> AttemptResult:
         """Wait for the exit (killing the group on timeout or stop), drain the pipes, report."""
@@ -465,6 +472,8 @@ class _Attempt:
 
     def _close(self) -> None:
         """Stop watching everything; pipes still open are flushed and closed."""
+        if self._reaping is not None:
+            self._reaping.idle(self._loop)
         if self._pidfd >= 0:
             self._watch.remove(self._pidfd)  # only when cancelled and the reap timed out
             os.close(self._pidfd)
@@ -531,6 +540,63 @@ def reap_adopted() -> None:
 def adopt_descendants(loop: asyncio.AbstractEventLoop) -> None:
     """Make this process the subreaper of the jobs it starts: a descendant that escapes its
     process group (setsid) and loses its parent becomes our child, so a timeout or stop can
-    still find it, and its exit is reaped here instead of leaving a zombie."""
+    still find it, and its exit is reaped here instead of leaving a zombie (see _Reaping)."""
     if processes.become_subreaper():
+        _Reaping.of[loop] = _Reaping()
         loop.add_signal_handler(signal.SIGCHLD, reap_adopted)
+
+
+class _Reaping:
+    """When a loop that adopts descendants reaps them.
+
+    While no attempt runs, on SIGCHLD, at once. While attempts run, the SIGCHLD handler is
+    off: every job's own exit would send one, and wake the loop once more per job for nothing
+    (its attempt learns of it from its pidfd and reaps it). Adopted descendants are then reaped
+    at each attempt's end and every REAP_SECONDS; the handler comes back once the loop has had
+    no attempt for REARM_SECONDS (a backfill keeps it off from its second job on).
+    """
+
+    of: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Reaping] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self) -> None:
+        self.running = 0  # attempts of the loop
+        self.on_signal = True  # the SIGCHLD handler is installed
+        self.idle_since = 0.0  # loop time the last attempt ended
+        self.check: asyncio.TimerHandle | None = None  # while the handler is off
+
+    def busy(self, loop: asyncio.AbstractEventLoop) -> None:
+        """An attempt has started."""
+        self.running += 1
+        if self.on_signal:
+            loop.remove_signal_handler(signal.SIGCHLD)
+            self.on_signal = False
+            self.check = loop.call_later(REAP_SECONDS, self._check, loop)
+
+    def idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        """An attempt has ended (its own end reaps what is left: see _Attempt._reap)."""
+        self.running -= 1
+        if self.running or self.check is None:
+            return
+        self.idle_since = now = loop.time()
+        if self.check.when() > now + REARM_SECONDS:  # not once per job: one timer serves many
+            self.check.cancel()
+            self.check = loop.call_later(REARM_SECONDS, self._check, loop)
+
+    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Reap; back to the handler once idle for REARM_SECONDS, else look again later."""
+        self.check = None
+        reap_adopted()
+        if loop.is_closed():
+            return
+        if self.running:
+            self.check = loop.call_later(REAP_SECONDS, self._check, loop)
+            return
+        wait = self.idle_since + REARM_SECONDS - loop.time()
+        if wait > 0:
+            self.check = loop.call_later(wait, self._check, loop)
+            return
+        loop.add_signal_handler(signal.SIGCHLD, reap_adopted)
+        self.on_signal = True
+        reap_adopted()  # what exited while nothing listened
