@@ -265,7 +265,7 @@ def _backfill(
                 f"skipping {len(skip)} logical times that succeeded before "
                 "(--rerun to run them again)"
             )
-        plans = [manual.plan(cfg, job, only, moment, "backfill", ignore_past) for moment in todo]
+        plans = manual.at_times(template, todo)
         progress = render.BackfillProgress(len(plans), cfg.flow_of(job).timezone)
         try:
             outcome = manual.run_plans(

@@ -19,7 +19,7 @@ from cronflow.clock import Clock
 from cronflow.errors import CronflowError, Detached
 from cronflow.logcap import TAIL_BYTES
 from cronflow.records import AttemptEnd
-from cronflow.runner import AttemptResult, Command, run_attempt
+from cronflow.runner import AttemptResult, Command, Stop, run_attempt
 
 if TYPE_CHECKING:
     from cronflow.config import Config, Job
@@ -109,7 +109,7 @@ class Engine:
         self.observer = observer or Quiet()
         # `stop` kills running attempts; `drain` only starts nothing new: waits for a retry or
         # a slot end at once as `canceled`, running attempts finish (the daemon's SIGTERM).
-        self.stop = stop or asyncio.Event()
+        self.stop = stop or Stop()
         self.drain = drain or asyncio.Event()
         self.slots = asyncio.Semaphore(max_parallel)
         # Run ends the store refused (disk full): recorded again by `record_unrecorded`.
@@ -166,6 +166,13 @@ class Engine:
     async def execute_created(
         self, plan: FlowRun, flow_run_id: int, run_ids: dict[str, int]
     ) -> list[RunRecord]:
+        """Run a recorded flow run to its end and return its runs as the store has them."""
+        await self.run_created(plan, run_ids)
+        return self.store.runs_in_flow_run(flow_run_id)
+
+    async def run_created(self, plan: FlowRun, run_ids: dict[str, int]) -> dict[str, str]:
+        """Run a recorded flow run to its end; how each job ended, as the engine decided it
+        (a backfill reads the stored runs once at its end, not once per flow run)."""
         done: dict[str, asyncio.Future[str]] = {
             job: asyncio.get_running_loop().create_future() for job in plan.jobs
         }
@@ -174,15 +181,15 @@ class Engine:
             # to the next fire's bookkeeping (many flows due at one instant).
             (job,) = plan.jobs
             await self._job(plan, job, run_ids[job], done)
-            return self.store.runs_in_flow_run(flow_run_id)
-        tasks = [
-            asyncio.create_task(self._job(plan, job, run_ids[job], done), name=f"job:{job}")
-            for job in plan.jobs
-        ]
-        if plan.missed is not None:  # the first catch-up run after missed fires
-            tasks.append(asyncio.create_task(self.missed_hooks(plan, run_ids)))
-        await asyncio.gather(*tasks)
-        return self.store.runs_in_flow_run(flow_run_id)
+        else:
+            tasks = [
+                asyncio.create_task(self._job(plan, job, run_ids[job], done), name=f"job:{job}")
+                for job in plan.jobs
+            ]
+            if plan.missed is not None:  # the first catch-up run after missed fires
+                tasks.append(asyncio.create_task(self.missed_hooks(plan, run_ids)))
+            await asyncio.gather(*tasks)
+        return {job: future.result() for job, future in done.items()}
 
     async def _job(
         self, plan: FlowRun, name: str, run_id: int, done: dict[str, asyncio.Future[str]]

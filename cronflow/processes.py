@@ -69,11 +69,16 @@ def start_time(pid: int) -> int | None:
 
 
 def _stat(pid: int) -> _Stat | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
+    try:  # os.open and one read: no file object, no fstat, isatty or seek (once per job)
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        raw = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     # After "(comm)": state ppid pgrp session tty_nr tpgid flags ... starttime is field 22.
     fields = raw[raw.rfind(b")") + 2 :].split()
     if len(fields) < 20:

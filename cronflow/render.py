@@ -293,6 +293,9 @@ class BackfillProgress:
     """A progress bar on a terminal (done/total, failures, ETA); a line per flow run piped."""
 
     def __init__(self, total: int, zone: tzinfo) -> None:
+        from cronflow.flows import FAILED
+
+        self.failed_statuses = FAILED
         self.total = total
         self.zone = zone
         self.done = 0
@@ -318,19 +321,18 @@ class BackfillProgress:
             self.task = self.bar.add_task("backfill", total=total, failures=0)
             self.bar.start()
 
-    def flow_done(self, runs: Sequence[Any]) -> None:
-        from cronflow.flows import FAILED
-
+    def flow_done(self, logical_time: datetime, statuses: Sequence[str]) -> None:
+        """One flow run of the backfill ended, its jobs with `statuses`."""
         self.done += 1
-        failed = [r for r in runs if r.status in FAILED]
-        self.failures += bool(failed)
+        failed = not self.failed_statuses.isdisjoint(statuses)
+        self.failures += failed
         if self.bar is not None:
             self.bar.update(self.task, advance=1, failures=self.failures)
             return
-        first = runs[0] if runs else None
         state = "failed" if failed else "ok"
-        when_text = first.logical_time.astimezone(self.zone).isoformat() if first else "?"
-        print(f"[{self.done}/{self.total}] {when_text} {state}", file=sys.stderr, flush=True)
+        when_text = logical_time.astimezone(self.zone).isoformat()
+        sys.stderr.write(f"[{self.done}/{self.total}] {when_text} {state}\n")  # one write
+        sys.stderr.flush()
 
     def close(self) -> None:
         if self.bar is not None:

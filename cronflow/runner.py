@@ -3,7 +3,8 @@
 An attempt runs in a new session and process group, with stdin on /dev/null and both output
 streams captured line by line as they arrive. Timeouts and cancels signal the whole group: SIGTERM,
 then SIGKILL after ``kill_grace``. Everything is driven by the running asyncio loop: the child's
-exit is learnt from a pidfd, its pipes are read with ``add_reader``, and timers are ``call_later``
+exit is learnt from a pidfd, its pipes are read when ready (one epoll set of every attempt's
+descriptors, watched by the loop as a single reader: see ``_Watch``), and timers are ``call_later``
 handles. We reap the child ourselves with ``os.wait4`` to get its rusage, which is why this does
 not use ``asyncio.create_subprocess_exec`` (its child watcher would reap the child first).
 
@@ -26,9 +27,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import resource
+import select
 import signal
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,6 +53,10 @@ READ_BYTES = 64 * 1024
 GROUP_LOOKS = (0.02, 0.1, 0.3)
 #: After a cancel by task cancellation, how long we wait for the SIGKILLed command to be reaped.
 REAP_ON_CANCEL_SECONDS = 5.0
+#: While attempts run, adopted descendants are reaped this often (and at each attempt's end);
+#: the SIGCHLD handler is back once no attempt has run for REARM_SECONDS (see _Reaping).
+REAP_SECONDS = 5.0  # the daemon wakes this often anyway
+REARM_SECONDS = 0.2
 
 EXIT_NOT_FOUND = 127
 EXIT_CANNOT_EXECUTE = 126
@@ -75,6 +83,34 @@ OnStart = Callable[[int | None, int | None], None]
 
 #: Our children that an attempt will reap itself (`reap_adopted` leaves them alone).
 _WAITING: set[int] = set()
+
+
+class Stop(asyncio.Event):
+    """An `asyncio.Event` that running attempts watch without a task each: setting it calls
+    their watchers (on the next loop turn). A plain Event works too, at a task per attempt."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watchers: dict[object, tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = {}
+
+    def set(self) -> None:
+        if self.is_set():
+            return
+        super().set()
+        for loop, watcher in self._watchers.values():
+            loop.call_soon(watcher)
+        self._watchers.clear()
+
+    def watch(self, key: object, watcher: Callable[[], None]) -> None:
+        """Call `watcher` soon after the event is set (at once if it is), unless unwatched."""
+        loop = asyncio.get_running_loop()
+        if self.is_set():
+            loop.call_soon(watcher)
+        else:
+            self._watchers[key] = (loop, watcher)
+
+    def unwatch(self, key: object) -> None:
+        self._watchers.pop(key, None)
 
 
 @dataclass(frozen=True)
@@ -192,6 +228,7 @@ class _Attempt:
         self._log = log
         self._clock = clock
         self._exited: asyncio.Future[None] = self._loop.create_future()
+        self._reaped = False  # the exit is known (and the child reaped, if it was ours to)
         self._pipes_closed: asyncio.Future[None] = self._loop.create_future()
         self._killed: asyncio.Future[None] = self._loop.create_future()
         self._wait_status: int | None = None
@@ -202,14 +239,28 @@ class _Attempt:
         self._partial: dict[int, bytearray] = {}
         self._streams: dict[int, str] = {}
         self._start = start_time
-        self._pidfd = os.pidfd_open(started.pid)
-        self._loop.add_reader(self._pidfd, self._on_exit)
+        self._watch = _Watch.of(self._loop)
         for pipe, stream in ((started.stdout, "out"), (started.stderr, "err")):
             fd = pipe.fileno()
             os.set_blocking(fd, False)
             self._streams[fd] = stream
             self._partial[fd] = bytearray()
-            self._loop.add_reader(fd, self._on_readable, fd)
+        # A short job (`true`) has often exited by the time its start is known: then it is
+        # reaped here and its pipes read to their end at once, with nothing to watch (no
+        # pidfd, no loop turn). Otherwise its exit and pipes are watched until they come.
+        self._pidfd = -1
+        if self._reap(os.WNOHANG):
+            for fd in list(self._streams):
+                self._read_to_end(fd)  # its output, then EOF (unless a descendant holds it)
+        else:
+            self._pidfd = os.pidfd_open(started.pid)
+            self._watch.add(self._pidfd, self._on_exit)
+        if self._sink_error is None:
+            for fd in self._streams:
+                self._watch.add(fd, functools.partial(self._on_readable, fd))
+        self._reaping = _Reaping.of.get(self._loop)
+        if self._reaping is not None:
+            self._reaping.busy(self._loop)
 
     async def wait(self, stop: asyncio.Event | None, started_at: datetime) -> AttemptResult:
         """Wait for the exit (killing the group on timeout or stop), drain the pipes, report."""
@@ -219,25 +270,33 @@ class _Attempt:
                 max(0.0, self._command.timeout), self._terminate, "timeout"
             )
         stop_task = None
-        if stop is not None:
+        if isinstance(stop, Stop):
+            stop.watch(self, self._on_stop)
+        elif stop is not None:
             stop_task = self._loop.create_task(stop.wait())
-            stop_task.add_done_callback(self._on_stop)
+            stop_task.add_done_callback(lambda task: task.cancelled() or self._on_stop())
         try:
-            await asyncio.wait({self._exited})
+            if not self._reaped:
+                await self._exited  # ours alone: a cancel here is handled below
             if timeout_handle is not None:
                 timeout_handle.cancel()
             if self._kill_reason is not None:
                 await self._until_group_gone()
-            await asyncio.wait({self._pipes_closed}, timeout=DRAIN_SECONDS)
+            if not self._pipes_closed.done():
+                await asyncio.wait({self._pipes_closed}, timeout=DRAIN_SECONDS)
         except asyncio.CancelledError:
             self._kill_now()
-            await asyncio.wait({self._exited}, timeout=REAP_ON_CANCEL_SECONDS)
+            if not self._reaped:
+                self._exited = self._loop.create_future()
+                await asyncio.wait({self._exited}, timeout=REAP_ON_CANCEL_SECONDS)
             raise
         finally:
             for handle in (timeout_handle, self._kill_handle):
                 if handle is not None:
                     handle.cancel()
-            if stop_task is not None:
+            if isinstance(stop, Stop):
+                stop.unwatch(self)
+            elif stop_task is not None:
                 stop_task.cancel()
             self._close()
         if self._sink_error is not None:
@@ -268,22 +327,31 @@ class _Attempt:
 
     def _on_exit(self) -> None:
         """The pidfd became readable: the child has exited; reap it and keep its rusage."""
-        self._loop.remove_reader(self._pidfd)
+        self._watch.remove(self._pidfd)
+        self._reap(0)
+
+    def _reap(self, options: int) -> bool:
+        """Reap the child (`os.WNOHANG`: only if it has exited) and keep its status and rusage;
+        False if it still runs."""
         direct = self._started.direct
         try:
-            _, status, rusage = os.wait4(self._pid, 0)
+            pid, status, rusage = os.wait4(self._pid, options)
         except ChildProcessError:  # someone else reaped it (a foreign waitpid(-1)): no status
             if direct is not None:
                 direct.returncode = -1
         else:
+            if pid == 0:
+                return False
             self._wait_status, self._rusage = status, rusage
             # Tell Popen it is reaped, or its __del__ would waitpid() a pid that may be reused.
             if direct is not None:
                 direct.returncode = os.waitstatus_to_exitcode(status)
         _WAITING.discard(self._pid)
+        self._reaped = True
         reap_adopted()
         if not self._exited.done():
             self._exited.set_result(None)
+        return True
 
     async def _until_group_gone(self) -> None:
         """After a kill, wait until nothing of the group is left, or the SIGKILL has been sent.
@@ -306,13 +374,12 @@ class _Attempt:
 
     # --- killing the group --------------------------------------------------------------------
 
-    def _on_stop(self, task: asyncio.Task[object]) -> None:
-        if not task.cancelled():
-            self._terminate("canceled")
+    def _on_stop(self) -> None:
+        self._terminate("canceled")
 
     def _terminate(self, reason: str) -> None:
         """SIGTERM the group now and SIGKILL it after the grace period (once per attempt)."""
-        if self._kill_reason is not None or self._exited.done():
+        if self._kill_reason is not None or self._reaped:
             return
         self._kill_reason = reason
         self._signal_group(signal.SIGTERM)
@@ -347,6 +414,19 @@ class _Attempt:
             data = os.read(fd, READ_BYTES)
         except BlockingIOError:
             return
+        self._deliver(fd, data)
+
+    def _read_to_end(self, fd: int) -> None:
+        """Read what the pipe holds now, to its EOF if its writers are gone."""
+        while fd in self._streams and self._sink_error is None:
+            try:
+                data = os.read(fd, READ_BYTES)
+            except BlockingIOError:
+                return
+            self._deliver(fd, data)
+
+    def _deliver(self, fd: int, data: bytes) -> None:
+        """Lines to the sink, or EOF; a sink that fails stops the job (raised from wait())."""
         try:
             if data:
                 self._take(fd, data, self._clock.now())
@@ -355,7 +435,7 @@ class _Attempt:
         except Exception as exc:  # the sink failed: stop the job, re-raised from wait()
             self._sink_error = exc
             for open_fd in list(self._streams):
-                self._loop.remove_reader(open_fd)
+                self._watch.remove(open_fd)
             if not self._pipes_closed.done():
                 self._pipes_closed.set_result(None)
             self._kill_now()
@@ -379,7 +459,7 @@ class _Attempt:
 
     def _close_pipe(self, fd: int) -> None:
         """EOF (or we stop reading): flush the partial last line and close the pipe."""
-        self._loop.remove_reader(fd)
+        self._watch.remove(fd)
         stream = self._streams.pop(fd)
         rest = self._partial.pop(fd)
         if rest:
@@ -392,17 +472,61 @@ class _Attempt:
 
     def _close(self) -> None:
         """Stop watching everything; pipes still open are flushed and closed."""
-        if not self._exited.done():  # only when cancelled and the reap timed out
-            self._loop.remove_reader(self._pidfd)
-        os.close(self._pidfd)
+        if self._reaping is not None:
+            self._reaping.idle(self._loop)
+        if self._pidfd >= 0:
+            self._watch.remove(self._pidfd)  # only when cancelled and the reap timed out
+            os.close(self._pidfd)
         for fd in list(self._streams):
             if self._sink_error is None:
                 self._close_pipe(fd)
             else:
-                self._loop.remove_reader(fd)
+                self._watch.remove(fd)
                 self._streams.pop(fd)
         for pipe in (self._started.stdout, self._started.stderr):
             pipe.close()
+
+
+class _Watch:
+    """The descriptors of every running attempt of one loop (output pipes, pidfd) in one epoll
+    set of our own, which the loop watches as a single reader.
+
+    Registering a descriptor is then one C call (epoll_ctl), where the loop's add_reader and
+    remove_reader cost a few dozen Python calls each: three of each per job. The set lives as
+    long as its loop (closed when the loop is collected); level-triggered, as the loop is.
+    """
+
+    _of: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watch] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._epoll = select.epoll()
+        self._handlers: dict[int, Callable[[], None]] = {}
+        loop.add_reader(self._epoll.fileno(), self._ready)
+        weakref.finalize(loop, self._epoll.close)
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Watch:
+        watch = cls._of.get(loop)
+        if watch is None:
+            watch = cls._of[loop] = cls(loop)
+        return watch
+
+    def add(self, fd: int, handler: Callable[[], None]) -> None:
+        self._epoll.register(fd, select.EPOLLIN)
+        self._handlers[fd] = handler
+
+    def remove(self, fd: int) -> None:
+        """Stop watching `fd` (before it is closed, so its number can be reused safely)."""
+        if self._handlers.pop(fd, None) is not None:
+            self._epoll.unregister(fd)
+
+    def _ready(self) -> None:
+        for fd, _ in self._epoll.poll(0):
+            handler = self._handlers.get(fd)  # an earlier handler may have removed it
+            if handler is not None:
+                handler()
 
 
 def reap_adopted() -> None:
@@ -416,6 +540,63 @@ def reap_adopted() -> None:
 def adopt_descendants(loop: asyncio.AbstractEventLoop) -> None:
     """Make this process the subreaper of the jobs it starts: a descendant that escapes its
     process group (setsid) and loses its parent becomes our child, so a timeout or stop can
-    still find it, and its exit is reaped here instead of leaving a zombie."""
+    still find it, and its exit is reaped here instead of leaving a zombie (see _Reaping)."""
     if processes.become_subreaper():
+        _Reaping.of[loop] = _Reaping()
         loop.add_signal_handler(signal.SIGCHLD, reap_adopted)
+
+
+class _Reaping:
+    """When a loop that adopts descendants reaps them.
+
+    While no attempt runs, on SIGCHLD, at once. While attempts run, the SIGCHLD handler is
+    off: every job's own exit would send one, and wake the loop once more per job for nothing
+    (its attempt learns of it from its pidfd and reaps it). Adopted descendants are then reaped
+    at each attempt's end and every REAP_SECONDS; the handler comes back once the loop has had
+    no attempt for REARM_SECONDS (a backfill keeps it off from its second job on).
+    """
+
+    of: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Reaping] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self) -> None:
+        self.running = 0  # attempts of the loop
+        self.on_signal = True  # the SIGCHLD handler is installed
+        self.idle_since = 0.0  # loop time the last attempt ended
+        self.check: asyncio.TimerHandle | None = None  # while the handler is off
+
+    def busy(self, loop: asyncio.AbstractEventLoop) -> None:
+        """An attempt has started."""
+        self.running += 1
+        if self.on_signal:
+            loop.remove_signal_handler(signal.SIGCHLD)
+            self.on_signal = False
+            self.check = loop.call_later(REAP_SECONDS, self._check, loop)
+
+    def idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        """An attempt has ended (its own end reaps what is left: see _Attempt._reap)."""
+        self.running -= 1
+        if self.running or self.check is None:
+            return
+        self.idle_since = now = loop.time()
+        if self.check.when() > now + REARM_SECONDS:  # not once per job: one timer serves many
+            self.check.cancel()
+            self.check = loop.call_later(REARM_SECONDS, self._check, loop)
+
+    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Reap; back to the handler once idle for REARM_SECONDS, else look again later."""
+        self.check = None
+        reap_adopted()
+        if loop.is_closed():
+            return
+        if self.running:
+            self.check = loop.call_later(REAP_SECONDS, self._check, loop)
+            return
+        wait = self.idle_since + REARM_SECONDS - loop.time()
+        if wait > 0:
+            self.check = loop.call_later(wait, self._check, loop)
+            return
+        loop.add_signal_handler(signal.SIGCHLD, reap_adopted)
+        self.on_signal = True
+        reap_adopted()  # what exited while nothing listened

@@ -48,6 +48,8 @@ from typing import IO
 SOURCE = Path(__file__).with_name("spawn.c")
 #: Larger requests (argv + env + workdir) are started with Popen: REQUEST_BYTES in spawn.c.
 MAX_REQUEST = 128 * 1024
+#: Combined once: `|` on socket.MsgFlag members runs Python code (enum) on every call.
+_SEND_FLAGS = int(socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ async def start_soon(argv: list[str], env: dict[str, str], cwd: str, claimed: se
     request = _request(argv, env, cwd)
     _replies.settle_orphans()
     sent = None
-    if len(request) <= MAX_REQUEST and _replies.owner in (None, loop):
+    if len(request) <= MAX_REQUEST and _replies.usable_by(loop):
         with _lock:
             sent = _send_soon(request, _Waiting(loop.create_future(), argv[0], cwd, claimed))
     if sent is None:
@@ -183,7 +185,12 @@ class _Waiting:
 
 
 class _Replies:
-    """The unanswered `start_soon` requests of the one event loop that sends them."""
+    """The unanswered `start_soon` requests of the one event loop that sends them.
+
+    The server's socket stays registered with that loop between requests (until the loop
+    closes, another loop takes over while it is not running, or the server stops): one
+    reader for many jobs, not an add_reader and remove_reader per job.
+    """
 
     def __init__(self) -> None:
         self.owner: asyncio.AbstractEventLoop | None = None
@@ -191,8 +198,19 @@ class _Replies:
         self.fd = -1  # the socket's, as registered (it may be closed when we let go)
         self.waiting: collections.deque[_Waiting] = collections.deque()
 
+    def usable_by(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether `loop` may send `start_soon` requests now (taking over an idle registration
+        of a loop that is not running)."""
+        if self.owner is None or self.owner is loop:
+            return True
+        if self.waiting or self.owner.is_running():
+            return False
+        self._idle()
+        return True
+
     def expect(self, loop: asyncio.AbstractEventLoop, server: _Server, waiting: _Waiting) -> None:
-        if not self.waiting:
+        if self.owner is not loop or self.server is not server:
+            self._idle()
             self.owner, self.server, self.fd = loop, server, server.sock.fileno()
             loop.add_reader(self.fd, self.read)
         self.waiting.append(waiting)
@@ -200,6 +218,9 @@ class _Replies:
     def read(self) -> None:
         server = self.server
         assert server is not None
+        if not self.waiting:  # readable with nothing asked: the server has exited
+            self._idle()
+            return
         while self.waiting:
             try:
                 reply = server.sock.recv(64, socket.MSG_DONTWAIT)
@@ -211,8 +232,6 @@ class _Replies:
                 self.fail_all(server)
                 return
             self._answer(self.waiting.popleft(), reply)
-        if not self.waiting:
-            self._idle()
 
     def _answer(self, waiting: _Waiting, reply: bytes) -> None:
         """Settle one request's future, whatever happens: a task never waits forever."""
@@ -294,9 +313,9 @@ def _request(argv: list[str], env: dict[str, str], cwd: str) -> bytes:
     """The server's request (see spawn.c); ValueError for what Popen refuses too."""
     if not argv:
         raise ValueError("empty command")
-    if any("=" in key for key in env):
+    if "=" in "".join(env):  # a key holding "=" (joined: one scan in C, not one per key)
         raise ValueError("illegal environment variable name")
-    strings = [os.fsdecode(cwd), *map(os.fsdecode, argv), *(f"{k}={v}" for k, v in env.items())]
+    strings = [os.fsdecode(cwd), *map(os.fsdecode, argv), *map("=".join, env.items())]
     text = "\0".join(strings)
     if text.count("\0") != len(strings) - 1:
         raise ValueError("embedded null byte")
@@ -372,7 +391,7 @@ def _send(server: _Server, request: bytes, fds: tuple[int, int]) -> bool:
     try:
         while True:
             try:
-                server.sock.sendmsg([request], rights, socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
+                server.sock.sendmsg([request], rights, _SEND_FLAGS)
                 break
             except BlockingIOError:
                 # The server is behind. If its unread replies fill its socket it stops reading
@@ -447,6 +466,8 @@ def _stop(server: _Server) -> None:
     global _server
     if _server is server:
         _server = None
+    if _replies.server is server:  # unregistered before its descriptor number can be reused
+        _replies._idle()
     if server.stopped:
         return
     server.stopped = True

@@ -14,8 +14,7 @@ import json
 import os
 import sqlite3
 import stat
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -281,6 +280,29 @@ def _user_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
+class _Transaction:
+    """`with store._write() as db`: BEGIN IMMEDIATE, then COMMIT, or ROLLBACK on any error
+    (also after a failed COMMIT, disk full: never left open). A class, not a generator-based
+    context manager: it is on the path of every job, twice."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        try:
+            if kind is None:
+                self.conn.execute("COMMIT")
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+
+
 # --- the store -------------------------------------------------------------------------------
 
 
@@ -460,18 +482,9 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> _Transaction:
         """One write transaction; IMMEDIATE takes the write lock up front (waiting if busy)."""
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:  # also after a failed COMMIT (disk full), never left open
-                conn.execute("ROLLBACK")
-            raise
+        return _Transaction(self.conn)
 
     # -- writes
 
@@ -1044,6 +1057,14 @@ class Store:
     @_user_errors
     def runs_in_flow_run(self, flow_run_id: int) -> list[RunRecord]:
         return self._runs("WHERE flow_run_id = ? ORDER BY id", (flow_run_id,))
+
+    @_user_errors
+    def runs_in_flow_runs(self, flow_run_ids: Sequence[int]) -> list[RunRecord]:
+        """The runs of all these flow runs, by id (one query for a whole backfill)."""
+        return self._runs(
+            "WHERE flow_run_id IN (SELECT value FROM json_each(?)) ORDER BY id",
+            (json.dumps(list(flow_run_ids)),),
+        )
 
     @_user_errors
     def active_runs(self) -> list[RunRecord]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from cronflow import remote
 from cronflow.clock import Clock
-from cronflow.runner import AttemptResult, Command, adopt_descendants, run_attempt
+from cronflow.runner import AttemptResult, Command, Stop, adopt_descendants, run_attempt
 
 log = logging.getLogger("cronflow")
 
@@ -207,7 +207,7 @@ class _Run:
         self.name = name
         self.message = message
         self.rid: str = message["id"]
-        self.stop = asyncio.Event()
+        self.stop = Stop()
         self.pending: list[dict[str, Any]] = []  # events not sent yet, in order
         self.chunks: list[list[Any]] = []
         self.seq = 0

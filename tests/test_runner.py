@@ -410,3 +410,29 @@ def test_many_attempts_at_once_each_keep_their_exit_status() -> None:
     results = asyncio.run(main())
     assert [r.exit_code for r in results] == [n % 50 + 1 for n in range(60)]
     assert all(r.max_rss_kb is not None for r in results)
+
+
+def test_an_orphan_is_reaped_while_attempts_run_and_sigchld_is_heard_again_once_idle(
+    tmp_path: Path,
+) -> None:
+    """While attempts run, the SIGCHLD handler is off (each job's exit would wake the loop for
+    nothing); an adopted orphan that exits meanwhile is reaped at the attempt's end, and the
+    handler is back once the loop has been idle for REARM_SECONDS."""
+    orphan = tmp_path / "orphan"
+
+    async def main() -> tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+        runner.adopt_descendants(loop)
+        try:
+            await run_attempt(
+                sh(f"(setsid sleep 0.1 & echo $! > {orphan}); sleep 0.6"), lambda *_: None
+            )
+            reaped = not Path(f"/proc/{int(orphan.read_text())}").exists()
+            off = signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL
+            await asyncio.sleep(runner.REARM_SECONDS + 0.3)
+            back = signal.getsignal(signal.SIGCHLD) != signal.SIG_DFL
+            return reaped and off, back
+        finally:
+            loop.remove_signal_handler(signal.SIGCHLD)
+
+    assert asyncio.run(main()) == (True, True)
