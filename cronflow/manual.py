@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 MAX_BACKFILL = 100_000
 # Flow runs of a backfill recorded ahead of running them, in one transaction (see _Feed).
-CREATE_AHEAD = 32
+CREATE_AHEAD = 8
 
 
 FlowDone = Callable[[datetime, list[str]], None]  # a flow run's logical time, its statuses
@@ -159,7 +159,7 @@ async def _run_plans(
     try:
         await asyncio.gather(*(worker() for _ in range(max(1, min(flows_at_once, len(plans))))))
     finally:
-        feed.cancel_rest("stopped before it started")
+        feed.forget_rest()
     try:
         engine.record_unrecorded()  # ends the store refused (disk full): one more try
     finally:
@@ -175,8 +175,9 @@ class _Feed:
 
     One write transaction records a batch (growing from `flows_at_once` to CREATE_AHEAD flow
     runs), not one per flow run: a long backfill costs a third fewer commits. Rows created but
-    not started when the run is stopped are recorded `canceled` (`cancel_rest`); a `cronflow
-    run` killed outright leaves at most one batch `queued`, which a daemon marks `lost`.
+    not started when the run is stopped are deleted again (`forget_rest`): history shows what
+    ran. A `cronflow run` killed outright leaves at most one batch `queued`, which a daemon
+    marks `lost` (not retried: no attempt was spent).
     """
 
     def __init__(self, engine: Engine, plans: list[FlowRun], flows_at_once: int) -> None:
@@ -193,16 +194,16 @@ class _Feed:
             if not batch:
                 return None
             self.taken += len(batch)
-            self.batch = min(CREATE_AHEAD, self.batch * 2)
+            self.batch = min(max(CREATE_AHEAD, self.batch), self.batch * 2)
             created = self.engine.create_together(batch)
             self.ready.extend((plan, *ids) for plan, ids in zip(batch, created, strict=True))
         return self.ready.popleft()
 
-    def cancel_rest(self, note: str) -> None:
-        """Record the created flow runs that will not start now as `canceled`."""
-        while self.ready:
-            plan, _, run_ids = self.ready.popleft()
-            self.engine.cancel(plan, run_ids, note)
+    def forget_rest(self) -> None:
+        """Delete the created flow runs that will not start now."""
+        if self.ready:
+            self.engine.store.forget_flow_runs([flow_run_id for _, flow_run_id, _ in self.ready])
+            self.ready.clear()
 
 
 async def _remote(config: Config) -> RemoteExecutor:

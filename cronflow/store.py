@@ -531,6 +531,24 @@ class Store:
             ]
 
     @_user_errors
+    def forget_flow_runs(self, flow_run_ids: Sequence[int]) -> None:
+        """Delete flow runs created ahead that never started (every run `queued`, no attempt):
+        a stopped backfill leaves in history only what it ran."""
+        ids = json.dumps(list(flow_run_ids))
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM runs WHERE flow_run_id IN (SELECT value FROM json_each(?))"
+                " AND status = 'queued' AND NOT EXISTS (SELECT 1 FROM attempts"
+                " WHERE attempts.run_id = runs.id)",
+                (ids,),
+            )
+            db.execute(
+                "DELETE FROM flow_runs WHERE id IN (SELECT value FROM json_each(?))"
+                " AND NOT EXISTS (SELECT 1 FROM runs WHERE flow_run_id = flow_runs.id)",
+                (ids,),
+            )
+
+    @_user_errors
     def new_run(
         self,
         flow_run_id: int,

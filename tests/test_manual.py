@@ -13,7 +13,6 @@ from cronflow.config import parse_config
 from cronflow.store import Store
 
 FIRST = datetime(2026, 1, 1, tzinfo=UTC)
-NOT_STARTED = "stopped before it started"
 JOBS = """
 [jobs.a]
 schedule = "@every 1m"
@@ -63,6 +62,8 @@ def test_an_interrupted_backfill_leaves_nothing_queued(tmp_path: Path) -> None:
     runs = store.history(None, limit=None)
     assert not [r for r in runs if r.status in ("queued", "running", "retrying")]
     assert len([r for r in runs if r.status == "success"]) >= 6  # three flow runs of two jobs
-    began = {r.flow_run_id for r in runs if r.status == "success" or r.note != NOT_STARTED}
-    assert len(began) <= 4  # a fourth may have begun when the signal came
-    assert len(runs) < 2 * (manual.CREATE_AHEAD + 4)  # never the whole range
+    # Only what began is in history: the flow runs created ahead and not started are gone.
+    assert len({r.flow_run_id for r in runs}) <= 4  # a fourth may have begun at the signal
+    assert {r.status for r in runs} <= {"success", "canceled"}
+    left = store.conn.execute("SELECT count(*) FROM flow_runs").fetchone()[0]
+    assert left == len({r.flow_run_id for r in runs})
