@@ -36,6 +36,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from cronflow import processes, spawn
 from cronflow.clock import Clock
@@ -510,8 +511,12 @@ class _Watch:
     def of(cls, loop: asyncio.AbstractEventLoop) -> _Watch:
         watch = cls._of.get(loop)
         if watch is None:
+            _forget_closed(cls._of)
             watch = cls._of[loop] = cls(loop)
         return watch
+
+    def close(self) -> None:
+        self._epoll.close()
 
     def add(self, fd: int, handler: Callable[[], None]) -> None:
         self._epoll.register(fd, select.EPOLLIN)
@@ -537,11 +542,20 @@ def reap_adopted() -> None:
         processes.reap_adopted(_WAITING)
 
 
+def _forget_closed(table: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]) -> None:
+    """Close and drop what closed loops left in `table`. A loop closed with a timer of ours
+    pending stays reachable through it, and would keep its epoll descriptor open for good: a
+    remote worker runs one loop per job."""
+    for loop in [loop for loop in table if loop.is_closed()]:
+        table.pop(loop).close()
+
+
 def adopt_descendants(loop: asyncio.AbstractEventLoop) -> None:
     """Make this process the subreaper of the jobs it starts: a descendant that escapes its
     process group (setsid) and loses its parent becomes our child, so a timeout or stop can
     still find it, and its exit is reaped here instead of leaving a zombie (see _Reaping)."""
     if processes.become_subreaper():
+        _forget_closed(_Reaping.of)
         _Reaping.of[loop] = _Reaping()
         loop.add_signal_handler(signal.SIGCHLD, reap_adopted)
 
@@ -565,6 +579,11 @@ class _Reaping:
         self.on_signal = True  # the SIGCHLD handler is installed
         self.idle_since = 0.0  # loop time the last attempt ended
         self.check: asyncio.TimerHandle | None = None  # while the handler is off
+
+    def close(self) -> None:
+        if self.check is not None:
+            self.check.cancel()
+            self.check = None
 
     def busy(self, loop: asyncio.AbstractEventLoop) -> None:
         """An attempt has started."""

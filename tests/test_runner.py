@@ -429,10 +429,28 @@ def test_an_orphan_is_reaped_while_attempts_run_and_sigchld_is_heard_again_once_
             )
             reaped = not Path(f"/proc/{int(orphan.read_text())}").exists()
             off = signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL
-            await asyncio.sleep(runner.REARM_SECONDS + 0.3)
+            deadline = loop.time() + runner.REARM_SECONDS + 10
+            while signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL and loop.time() < deadline:
+                await asyncio.sleep(0.02)
             back = signal.getsignal(signal.SIGCHLD) != signal.SIG_DFL
             return reaped and off, back
         finally:
             loop.remove_signal_handler(signal.SIGCHLD)
 
     assert asyncio.run(main()) == (True, True)
+
+
+def test_a_loop_per_attempt_leaks_no_descriptor() -> None:
+    """A remote worker runs one loop per job, each adopting descendants: a loop closed with a
+    reaping timer still pending must not keep its epoll descriptor (nor itself) alive."""
+
+    async def one() -> AttemptResult:
+        runner.adopt_descendants(asyncio.get_running_loop())
+        return await run_attempt(sh("true"), lambda *_: None)
+
+    asyncio.run(one())  # the fork server and the first loop's leftovers are there from now on
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(30):
+        assert asyncio.run(one()).exit_code == 0
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    assert len(os.listdir("/proc/self/fd")) - before <= 2
