@@ -79,7 +79,7 @@ def _drawn_as_rich_would(columns: Sequence[str], rows: Sequence[Sequence[str]]) 
     """Print the table as rich draws it (header in bold, every cell padded to its column's
     width, two spaces between columns) without rich's Table, and say so; False, printing
     nothing, when rich would draw something else: a table wider than the terminal (rich
-    narrows its columns).
+    narrows its columns), or a cell with a control character.
 
     rich measures, pads and crops each cell as a renderable: 0.7 s for `cronflow list` of
     1,000 jobs (7,000 cells), against a few milliseconds for the same lines built here.
@@ -90,6 +90,8 @@ def _drawn_as_rich_would(columns: Sequence[str], rows: Sequence[Sequence[str]]) 
     every = [columns, *rows]
     if any(len(row) != len(columns) for row in rows):
         return False
+    if not "".join(cell for row in every for cell in row).isprintable():
+        return False  # a newline, tab or escape: rich breaks, expands or strips it in its cell
     lengths = [[len(c) if c.isascii() else cell_len(c) for c in row] for row in every]
     widths = [max(column) for column in zip(*lengths, strict=True)]
     out = console()
