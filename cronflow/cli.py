@@ -278,9 +278,20 @@ def _backfill(
             )
         finally:
             progress.close()
-    render.line(
-        f"backfill: {len(plans)} flow runs, {progress.failures} failed, {len(skip)} skipped as done"
-    )
+    if outcome.signal is None:
+        render.line(
+            f"backfill: {len(plans)} flow runs, {progress.failures} failed, "
+            f"{len(skip)} skipped as done"
+        )
+    else:
+        import signal
+
+        began = len({run.flow_run_id for run in outcome.runs})
+        render.line(
+            f"backfill stopped ({signal.Signals(outcome.signal).name}): {began} of {len(plans)}"
+            f" flow runs began, {progress.failures} failed or canceled,"
+            f" {len(plans) - began} not started, {len(skip)} skipped as done"
+        )
     return outcome.exit_code
 
 

@@ -204,6 +204,37 @@ command = 'echo first; echo $$ > {pidfile}; sleep 300'
     assert history(config)[0]["status"] == "canceled"
 
 
+def test_a_stopped_backfill_says_so_and_keeps_only_what_began(tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    config = write(
+        tmp_path,
+        f"""
+[jobs.daily]
+schedule = "0 6 * * *"
+timezone = "UTC"
+command = 'touch {marks}/$CRONFLOW_RUN_ID; sleep 300'
+""",
+    )
+    runner = subprocess.Popen(
+        [*CRONFLOW, "run", "daily", "--from", "2026-01-01", "--to", "2026-01-30", "-c", config],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_until(lambda: list(marks.iterdir()), what="the first job to start")
+    runner.send_signal(signal.SIGINT)
+    out, _ = runner.communicate(timeout=30)
+    assert runner.returncode == 130
+    summary = out.splitlines()[-1]
+    assert summary == (
+        "backfill stopped (SIGINT): 1 of 29 flow runs began, 1 failed or canceled,"
+        " 28 not started, 0 skipped as done"
+    )
+    runs = history(config)
+    assert [(r["status"], r["logical_time"][:10]) for r in runs] == [("canceled", "2026-01-01")]
+
+
 def test_output_that_is_not_utf8_is_kept_and_shown_replaced(tmp_path: Path) -> None:
     config = write(tmp_path, """[jobs.latin]\ncommand = "printf 'caf\\\\351\\\\n'"\n""")
     result = cronflow("run", "latin", "-c", config)
