@@ -50,6 +50,11 @@ def fitted_table(
     table(names, texts, title)
 
 
+# Piped, a newline, tab or other control character in a cell (a multi-line description) is a
+# space: one line per row, for `grep`, `cut` and `awk`; --json has the text as written.
+_ONE_LINE = dict.fromkeys([*range(32), 127], " ")
+
+
 def table(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str | None = None) -> None:
     """A table: rich on a terminal, tab-free aligned plain text when piped."""
     if is_terminal():
@@ -67,6 +72,8 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str | No
         return
     if title:
         print(title)
+    if not "".join(cell for row in rows for cell in row).isprintable():
+        rows = [[cell.translate(_ONE_LINE) for cell in row] for row in rows]  # a row per line
     widths = [max(map(len, column)) for column in zip(columns, *rows, strict=False)]
     # One format for every row ("%-8s  %-12s..." pads as str.ljust does), one write: `list`
     # of 1,000 jobs is 1,001 lines, and this is the most of what it does after reading them.

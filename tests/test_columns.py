@@ -179,3 +179,13 @@ def test_a_terminal_table_looks_as_rich_draws_it(
     else:
         assert here == ""
         assert rows[0][1][:5] in by_rich  # rich too shows the text as written
+
+
+def test_a_piped_table_has_one_line_per_row(capsys: pytest.CaptureFixture[str]) -> None:
+    """A multi-line description (or a tab) piped: spaces, so each row stays one line."""
+    render.table(["JOB", "DESCRIPTION"], [["a", "first\nsecond\tthird"], ["bb", "plain"]])
+    assert capsys.readouterr().out.splitlines() == [
+        "JOB  DESCRIPTION",
+        "a    first second third",
+        "bb   plain",
+    ]
