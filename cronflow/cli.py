@@ -134,7 +134,7 @@ def validate(config: ConfigOption = None) -> None:
     cfg = parse_config(text, str(path))
     if problems := env_file_problems(cfg, text):  # read at each run; checked here too
         raise ConfigError(problems)
-    render.line(f"OK: {len(cfg.jobs)} jobs in {len(cfg.flows)} flows ({cfg.path})")
+    render.line(f"OK: {cfg.size()} ({cfg.path})")
 
 
 @app.command("list")
@@ -1206,6 +1206,7 @@ def _complete_job_arguments() -> None:
             argument = next((m for m in meta if isinstance(m, typer.models.ArgumentInfo)), None)
             if argument is not None:
                 argument.autocompletion = argument.autocompletion or _complete_job
+                argument.metavar = argument.metavar or "JOB"  # not typer's "{job}"
                 break
 
 

@@ -186,6 +186,11 @@ class Config:
         """`job` and every job after it, in dependency order."""
         return flows.downstream({n: j.after for n, j in self.jobs.items()}, job)
 
+    def size(self) -> str:
+        """"3 jobs in 2 flows", "1 job in 1 flow"."""
+        jobs, count = len(self.jobs), len(self.flows)
+        return f"{jobs} job{'' if jobs == 1 else 's'} in {count} flow{'' if count == 1 else 's'}"
+
 
 @functools.cache
 def local_zone() -> ZoneInfo:

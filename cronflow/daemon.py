@@ -273,13 +273,7 @@ class Daemon:
         # Flows gone from the file are forgotten, unless a run of theirs is still going.
         self.flows = flows | {n: s for n, s in self.flows.items() if s.active and n not in flows}
         verb = "loaded" if first else "reloaded"
-        log.info(
-            "%s %s: %d jobs in %d flows",
-            verb,
-            self.config_path,
-            len(config.jobs),
-            len(config.flows),
-        )
+        log.info("%s %s: %s", verb, self.config_path, config.size())
         self.config = config
         self._note_seen(config, now)
         self.notifier.status(self._summary())

@@ -114,7 +114,7 @@ def test_add_creates_the_job_file_and_its_folders(tmp_path: Path) -> None:
     path = default_job_file(tmp_path)
     assert result.returncode == 0, result.stderr
     assert path.read_text() == '[jobs.hello]\nschedule = "@hourly"\ncommand = "echo hello"\n'
-    assert cronflow("validate").stdout == f"OK: 1 jobs in 1 flows ({path})\n"
+    assert cronflow("validate").stdout == f"OK: 1 job in 1 flow ({path})\n"
 
 
 # -- remove -------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ def test_prints_toml_that_validates_and_reports_skipped_lines(tmp_path: Path) ->
     assert skipped[1].startswith(f"warning: {crontab}:3: not imported: ")
     jobs = tmp_path / "jobs.toml"
     jobs.write_text(result.stdout)
-    assert cronflow("validate", "-c", str(jobs)).stdout.startswith("OK: 1 jobs")
+    assert cronflow("validate", "-c", str(jobs)).stdout.startswith("OK: 1 job in")
 
 
 def test_every_fixture_imports_to_a_valid_file(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ def test_default_path_and_environment_override(tmp_path: Path) -> None:
     default = tmp_path / "config" / "cronflow" / "cronflow.toml"
     default.parent.mkdir(parents=True)
     default.write_text('[jobs.a]\ncommand = "x"\n')
-    assert cronflow("validate").stdout == f"OK: 1 jobs in 1 flows ({default})\n"
+    assert cronflow("validate").stdout == f"OK: 1 job in 1 flow ({default})\n"
     other = tmp_path / "other.toml"
     other.write_text("")
     result = cronflow("validate", env={"CRONFLOW_CONFIG": str(other)})
