@@ -8,8 +8,11 @@ import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from cronflow import manual
 from cronflow.config import parse_config
+from cronflow.errors import CronflowError
 from cronflow.store import Store
 
 FIRST = datetime(2026, 1, 1, tzinfo=UTC)
@@ -67,3 +70,26 @@ def test_an_interrupted_backfill_leaves_nothing_queued(tmp_path: Path) -> None:
     assert {r.status for r in runs} <= {"success", "canceled"}
     left = store.conn.execute("SELECT count(*) FROM flow_runs").fetchone()[0]
     assert left == len({r.flow_run_id for r in runs})
+
+
+def test_a_store_that_refuses_to_forget_still_lets_the_backfill_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full while deleting the flow runs created ahead: they stay `queued` (a daemon marks
+    them `lost`), and the stopped backfill still ends with its own outcome."""
+    store = Store(tmp_path / "state" / "cronflow.db")
+
+    def refuse(flow_run_ids: object) -> None:
+        raise CronflowError("database or disk is full")
+
+    monkeypatch.setattr(store, "forget_flow_runs", refuse)
+
+    def flow_done(logical_time: object, statuses: list[str]) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    outcome = manual.run_plans(
+        store, plans(tmp_path, 50), max_parallel=4, flows_at_once=1, on_flow_done=flow_done
+    )
+    assert outcome.exit_code == 130
+    queued = [r for r in store.history(None, limit=None) if r.status == "queued"]
+    assert 0 < len(queued) <= 2 * manual.CREATE_AHEAD
