@@ -72,7 +72,7 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str | No
         return
     if title:
         print(title)
-    if not "".join(cell for row in rows for cell in row).isprintable():
+    if not _printable(rows):
         rows = [[cell.translate(_ONE_LINE) for cell in row] for row in rows]  # a row per line
     widths = [max(map(len, column)) for column in zip(columns, *rows, strict=False)]
     # One format for every row ("%-8s  %-12s..." pads as str.ljust does), one write: `list`
@@ -97,7 +97,7 @@ def _drawn_as_rich_would(columns: Sequence[str], rows: Sequence[Sequence[str]]) 
     every = [columns, *rows]
     if any(len(row) != len(columns) for row in rows):
         return False
-    if not "".join(cell for row in every for cell in row).isprintable():
+    if not _printable(every):
         return False  # a newline, tab or escape: rich breaks, expands or strips it in its cell
     lengths = [[len(c) if c.isascii() else cell_len(c) for c in row] for row in every]
     widths = [max(column) for column in zip(*lengths, strict=True)]
@@ -114,6 +114,11 @@ def _drawn_as_rich_would(columns: Sequence[str], rows: Sequence[Sequence[str]]) 
     out.print(Text(lines[0], style="bold"), soft_wrap=True)
     out.file.write("".join(line + "\n" for line in lines[1:]))
     return True
+
+
+def _printable(rows: Sequence[Sequence[str]]) -> bool:
+    """No cell holds a newline, tab or other control character (one scan in C)."""
+    return "".join(cell for row in rows for cell in row).isprintable()
 
 
 def print_json(document: Any) -> None:
