@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cronflow import __version__, render
-from cronflow.errors import ConfigError, CronflowError
+from cronflow.errors import ConfigError, CronflowError, NoJobFile
 
 if TYPE_CHECKING:
     from cronflow.config import Config
@@ -55,9 +55,12 @@ class _Paths:
     """Where the job file and the state live, resolved once per command."""
 
     config_override: Path | None = None
+    #: Whether -c chose the job file: then a hint to create it must carry the same -c.
+    config_flag: bool = False
 
     @classmethod
     def config(cls, override: Path | None = None) -> Path:
+        cls.config_flag = bool(override or cls.config_override)
         chosen = override or cls.config_override or os.environ.get("CRONFLOW_CONFIG")
         if chosen:
             return Path(chosen).expanduser().absolute()
@@ -771,6 +774,15 @@ def _this_cronflow() -> str:
     raise CronflowError("cannot find the cronflow program; run this as `cronflow`, installed")
 
 
+def _same_config_flag(path: Path | str) -> str:
+    """` -c PATH` when -c chose the job file, for a hint naming a command to type next."""
+    if not _Paths.config_flag:
+        return ""
+    import shlex
+
+    return f" -c {shlex.quote(str(path))}"
+
+
 def _xdg_config_home() -> Path:
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
 
@@ -783,7 +795,10 @@ def init(config: ConfigOption = None) -> None:
     path = _Paths.config(config)
     editing.write_new(path, editing.STARTER)
     render.line(f"wrote {path}")
-    render.line("next: `cronflow add NAME --command CMD --schedule S`, or `cronflow edit`")
+    given = _same_config_flag(path)
+    render.line(
+        f"next: `cronflow add{given} NAME --command CMD --schedule S`, or `cronflow edit{given}`"
+    )
 
 
 @app.command()
@@ -1226,6 +1241,11 @@ def main() -> None:
         code = _app_for(sys.argv[1:])(standalone_mode=False)
     except ConfigError as exc:
         render.problems(exc.problems)
+        code = exc.exit_code
+    except NoJobFile as exc:
+        given = _same_config_flag(exc.path)
+        exc = NoJobFile(exc.path, f"cronflow init{given}` or `cronflow add{given}")
+        render.error(exc.message)
         code = exc.exit_code
     except CronflowError as exc:
         render.error(exc.message)

@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronflow import flows
-from cronflow.errors import ConfigError, CronflowError, Problem
+from cronflow.errors import ConfigError, CronflowError, NoJobFile, Problem
 from cronflow.schedule import Schedule, ScheduleError, parse_schedule
 from cronflow.units import mask_url, parse_duration, parse_size
 
@@ -187,7 +187,7 @@ class Config:
         return flows.downstream({n: j.after for n, j in self.jobs.items()}, job)
 
     def size(self) -> str:
-        """"3 jobs in 2 flows", "1 job in 1 flow"."""
+        """Says "3 jobs in 2 flows" or "1 job in 1 flow"."""
         jobs, count = len(self.jobs), len(self.flows)
         return f"{jobs} job{'' if jobs == 1 else 's'} in {count} flow{'' if count == 1 else 's'}"
 
@@ -219,9 +219,7 @@ def read_job_file(path: Path) -> str:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise CronflowError(
-            f"no job file at {path}; create one with `cronflow init` or `cronflow add`"
-        ) from None
+        raise NoJobFile(str(path)) from None
     except IsADirectoryError:
         raise CronflowError(f"{path}: is a directory, not a job file", 2) from None
     except OSError as exc:

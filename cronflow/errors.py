@@ -29,6 +29,14 @@ class Problem(NamedTuple):
         return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
 
 
+class NoJobFile(CronflowError):
+    """No job file at the path; `init` or `add` creates it (with the same -c, if one was given)."""
+
+    def __init__(self, path: str, create: str = "cronflow init` or `cronflow add") -> None:
+        super().__init__(f"no job file at {path}; create one with `{create}`")
+        self.path = path
+
+
 class ConfigError(CronflowError):
     """An invalid job file: every problem found, reported together (exit 2)."""
 

@@ -42,6 +42,20 @@ def test_missing_job_file_exits_1_with_a_hint_and_creates_nothing(tmp_path: Path
     assert not (tmp_path / "state").exists()
 
 
+def test_a_missing_job_file_named_by_c_is_created_by_the_hints_with_the_same_c(
+    tmp_path: Path,
+) -> None:
+    job_file = tmp_path / "my jobs.toml"
+    result = cronflow("-c", str(job_file), "list")
+    assert result.returncode == 1
+    quoted = f"'{job_file}'"
+    assert f"`cronflow init -c {quoted}` or `cronflow add -c {quoted}`" in result.stderr
+    made = cronflow("init", "-c", str(job_file))
+    assert made.returncode == 0 and job_file.exists()
+    assert f"`cronflow add -c {quoted} NAME" in made.stdout
+    assert cronflow("validate", "-c", str(job_file)).returncode == 0
+
+
 @pytest.mark.parametrize(
     "content",
     [b"", b"\x00\x01\x02binary\xff" * 1000, bytes(range(32, 127)) * 55_000],  # 5 MB garbage
