@@ -10,7 +10,10 @@ next to three baselines measured in the same run:
 
 - `sh -c 'for i in $(seq N); do true; done'`: `true` is a shell builtin, so no process starts;
 - `sh -c 'for i in $(seq N); do /bin/true; done'`: N processes, the honest floor for cron;
-- `python -c '... subprocess.run(["/bin/true"]) ...'`: N processes started from Python.
+- `python -c '... subprocess.run(["/bin/true"]) ...'`: N processes started from Python;
+- `engine_floor.py N [--store]`: the floor of the design itself: an asyncio loop starting each
+  job through cronflow's fork server and reading its pipes to EOF, nothing else (with --store,
+  two small SQLite commits per job, as recording a start and an end needs).
 
 A one-fire backfill gives cronflow's fixed cost (interpreter, imports, database), so the
 marginal cost per job is (T(N) - T(1)) / (N - 1). Nothing outside the temp directory is touched:
@@ -35,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 FIRST = datetime(2025, 1, 1, tzinfo=UTC)
+FLOOR = str(Path(__file__).with_name("engine_floor.py"))
 JOB_FILE = '[jobs.t]\nschedule = "@every 1m"\ncommand = ["true"]\n'
 PYTHON_LOOP = "import subprocess\nfor _ in range({n}):\n    subprocess.run(['/bin/true'])\n"
 
@@ -189,6 +193,11 @@ def main() -> None:
             f"python subprocess.run x{n}": lambda: measure(
                 [sys.executable, "-c", PYTHON_LOOP.format(n=n)], plain
             ),
+            "asyncio floor, 1 job": lambda: measure([sys.executable, FLOOR, "1"], plain),
+            f"asyncio floor x{n}": lambda: measure([sys.executable, FLOOR, str(n)], plain),
+            f"asyncio floor + 2 commits x{n}": lambda: measure(
+                [sys.executable, FLOOR, str(n), "--store"], plain
+            ),
             "cronflow run, 1 fire": lambda: backfill.run(1, 1),
             f"cronflow run, {n} fires": lambda: backfill.run(n, 1),
             f"cronflow run, {n} fires --parallel 4": lambda: backfill.run(n, 4),
@@ -197,6 +206,7 @@ def main() -> None:
         load_before = machine_load()
         try:
             backfill.run(2, 1)  # warm-up: page cache, byte-code, first database
+            measure([sys.executable, FLOOR, "2"], plain)  # and the fork server built for HOME
             for round_ in range(options.runs):  # interleaved, so drift hits every case alike
                 for name, case in cases.items():
                     results[name].append(case())
@@ -210,28 +220,39 @@ def main() -> None:
 
 
 def report(medians: dict[str, Sample], n: int) -> None:
-    names = list(medians)
-    floor = medians[names[1]]  # the /bin/true loop: n real processes
-    fixed = medians["cronflow run, 1 fire"]
+    loop = medians[f"sh loop, /bin/true x{n}"]  # n real processes: the floor for cron
     print(f"\n{n} jobs per case, median of runs; CPU = user+sys incl. children (wait4)\n")
     header = f"{'case':38} {'wall ms':>9} {'jobs/s':>8} {'CPU ms':>8} {'CPU ms/job':>11}"
     print(header + f" {'wall x':>7} {'CPU x':>6}")
     for name, s in medians.items():
-        jobs = 1 if name.endswith("1 fire") else n
+        jobs = 1 if name.endswith(("1 fire", "1 job")) else n
         print(
             f"{name:38} {s.wall * 1000:9.1f} {jobs / s.wall:8.0f} {s.cpu * 1000:8.1f}"
-            f" {s.cpu * 1000 / jobs:11.3f} {s.wall / floor.wall:7.2f} {s.cpu / floor.cpu:6.2f}"
+            f" {s.cpu * 1000 / jobs:11.3f} {s.wall / loop.wall:7.2f} {s.cpu / loop.cpu:6.2f}"
         )
     print("(wall x / CPU x: ratio to the `/bin/true` shell loop)\n")
-    print("marginal cost per job, fixed start-up cost (the 1-fire run) taken out:")
-    for name in names[4:]:
-        s = medians[name]
-        wall = (s.wall - fixed.wall) / (n - 1)
-        cpu = (s.cpu - fixed.cpu) / (n - 1)
+    print("marginal cost per job, fixed start-up cost (the 1-fire or 1-job run) taken out:")
+    floor = marginal(medians[f"asyncio floor + 2 commits x{n}"], medians["asyncio floor, 1 job"], n)
+    marginals = {
+        name: marginal(s, medians["asyncio floor, 1 job"], n)
+        for name, s in medians.items()
+        if name.startswith("asyncio floor x") or name.startswith("asyncio floor +")
+    }
+    fixed = medians["cronflow run, 1 fire"]
+    for name, s in medians.items():
+        if name.startswith("cronflow run") and not name.endswith("1 fire"):
+            marginals[name] = marginal(s, fixed, n)
+    for name, (wall, cpu) in marginals.items():
         print(
             f"  {name:38} {wall * 1000:6.2f} ms wall/job ({1 / wall:5.0f} jobs/s),"
-            f" {cpu * 1000:6.2f} ms CPU/job, {cpu / (floor.cpu / n):5.1f}x the /bin/true loop"
+            f" {cpu * 1000:6.2f} ms CPU/job, {cpu / (loop.cpu / n):5.1f}x the /bin/true loop,"
+            f" {cpu / floor[1]:4.2f}x the floor with commits"
         )
+
+
+def marginal(total: Sample, fixed: Sample, n: int) -> tuple[float, float]:
+    """Wall and CPU seconds per job beyond the fixed cost of a one-job run."""
+    return (total.wall - fixed.wall) / (n - 1), (total.cpu - fixed.cpu) / (n - 1)
 
 
 if __name__ == "__main__":
