@@ -11,6 +11,7 @@ import pytest
 import typer
 
 from cronflow import cli, editing, manual
+from cronflow.cli import jobfile, running, showing
 from cronflow.errors import CronflowError
 
 ORIGINAL = '[jobs.a]\ncommand = "true"\n'
@@ -41,7 +42,7 @@ def test_add_refuses_to_overwrite_a_concurrent_change(
 ) -> None:
     _racing(monkeypatch, "add_job", job_file)
     with pytest.raises(CronflowError, match="changed while cronflow was editing it") as info:
-        cli.add("b", "true", config=job_file)
+        jobfile.add("b", "true", config=job_file)
     assert info.value.exit_code == 1
     assert job_file.read_text() == THEIRS
 
@@ -51,7 +52,7 @@ def test_remove_refuses_to_overwrite_a_concurrent_change(
 ) -> None:
     _racing(monkeypatch, "remove_job", job_file)
     with pytest.raises(CronflowError, match="changed while cronflow was editing it"):
-        cli.remove("a", config=job_file)
+        jobfile.remove("a", config=job_file)
     assert job_file.read_text() == THEIRS
 
 
@@ -62,7 +63,7 @@ def test_import_crontab_write_refuses_to_overwrite_a_concurrent_change(
     crontab.write_text("0 3 * * * backup.sh\n")
     _racing(monkeypatch, "append_block", job_file)
     with pytest.raises(CronflowError, match="changed while cronflow was editing it"):
-        cli.import_crontab(str(crontab), write=True, config=job_file)
+        jobfile.import_crontab(str(crontab), write=True, config=job_file)
     assert job_file.read_text() == THEIRS
 
 
@@ -95,15 +96,15 @@ def test_status_shows_workers_only_for_the_celery_executor(
     _fake_remote(monkeypatch, lambda cfg: [WORKER])
     path = tmp_path / "jobs.toml"
     path.write_text(CELERY)
-    cli.status(config=path, as_json=True)
+    showing.status(config=path, as_json=True)
     report = json.loads(capsys.readouterr().out)
     assert report["workers"] == [WORKER] and report["workers_error"] is None
     assert report["broker"] == "redis://:***@db1:6379/0"
-    cli.status(config=path, as_json=False)
+    showing.status(config=path, as_json=False)
     out = capsys.readouterr().out
     assert "broker: redis://:***@db1:6379/0" in out and "gpu1  queues gpu, default  train" in out
     path.write_text('[jobs.a]\ncommand = "true"\n')
-    cli.status(config=path, as_json=True)
+    showing.status(config=path, as_json=True)
     assert "workers" not in json.loads(capsys.readouterr().out)
 
 
@@ -117,12 +118,12 @@ def test_status_answers_when_the_broker_does_not(
     monkeypatch.setenv("CRONFLOW_BROKER_URL", "rediss://u:envpw@db2/1")
     path = tmp_path / "jobs.toml"
     path.write_text(CELERY)
-    cli.status(config=path, as_json=True)
+    showing.status(config=path, as_json=True)
     out = capsys.readouterr().out
     report = json.loads(out)
     assert report["workers"] == [] and report["broker"] == "rediss://u:***@db2/1"
     assert report["workers_error"] == "cannot reach redis://:***@db1:6379/0: Connection refused"
-    cli.status(config=path, as_json=False)
+    showing.status(config=path, as_json=False)
     out += capsys.readouterr().out
     assert "s3cret" not in out and "envpw" not in out and "workers: unknown (" in out
 
@@ -133,15 +134,15 @@ def test_workers_lists_live_workers_as_a_table_or_json(
     _fake_remote(monkeypatch, lambda cfg: [WORKER])
     path = tmp_path / "jobs.toml"
     path.write_text(CELERY)
-    cli.workers(config=path, as_json=True)
+    showing.workers(config=path, as_json=True)
     assert json.loads(capsys.readouterr().out) == [WORKER]
-    cli.workers(config=path, as_json=False)
+    showing.workers(config=path, as_json=False)
     header, row = capsys.readouterr().out.splitlines()
     assert header.split() == ["HOSTNAME", "QUEUES", "RUNNING", "HEARTBEAT"]
     assert row.startswith("gpu1") and "gpu, default" in row and "train (run 12)" in row
     path.write_text('[jobs.a]\ncommand = "true"\n')
     with pytest.raises(CronflowError, match='kind = "celery"') as info:
-        cli.workers(config=path, as_json=False)
+        showing.workers(config=path, as_json=False)
     assert info.value.exit_code == 1
 
 
@@ -153,14 +154,14 @@ def test_worker_passes_its_options_to_run_worker(
     module.run_worker = lambda *args: calls.append(args)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "cronflow.worker", module)
     path = tmp_path / "jobs.toml"
-    cli.worker(["gpu", "db,gpu"], 4, "2m", "box1", config=path)
-    cli.worker(None, 1, "60s", None, config=path)
+    running.worker(["gpu", "db,gpu"], 4, "2m", "box1", config=path)
+    running.worker(None, 1, "60s", None, config=path)
     assert calls == [
         (path.absolute(), ["gpu", "db"], 4, 120.0, "box1"),
         (path.absolute(), ["default"], 1, 60.0, None),
     ]
     with pytest.raises(CronflowError, match="--stop-timeout") as info:
-        cli.worker(None, 1, "soon", None, config=path)
+        running.worker(None, 1, "soon", None, config=path)
     assert info.value.exit_code == 2
 
 
@@ -178,9 +179,9 @@ def test_run_local_reaches_run_plans(
     path.write_text('[jobs.a]\ncommand = "true"\nschedule = "@daily"\n')
     for local in (True, False):
         with pytest.raises(typer.Exit):
-            cli.run("a", local=local, config=path)
+            running.run("a", local=local, config=path)
     with pytest.raises(typer.Exit):
-        cli.run("a", start="2026-01-01", end="2026-01-02", local=True, config=path)
+        running.run("a", start="2026-01-01", end="2026-01-02", local=True, config=path)
     assert seen == [True, False, True]
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cronflow import cli, setting
+from cronflow import setting
+from cronflow.cli import jobfile
 from cronflow.config import parse_config
 from cronflow.errors import CronflowError
 
@@ -70,7 +71,7 @@ def test_bad_assignments_are_usage_errors(text: str) -> None:
 
 
 def test_set_changes_only_what_it_sets(job_file: Path) -> None:
-    cli.set_keys("backup", ["retries=3", "timeout=90", "env.EXTRA=x"], config=job_file)
+    jobfile.set_keys("backup", ["retries=3", "timeout=90", "env.EXTRA=x"], config=job_file)
     text = job_file.read_text()
     assert text == FILE.replace('timeout = "2h"', "timeout = 90\nretries = 3").replace(
         'RESTIC_REPOSITORY = "/srv/restic"\n', 'RESTIC_REPOSITORY = "/srv/restic"\nEXTRA = "x"\n'
@@ -86,27 +87,27 @@ def test_set_refuses_an_invalid_result_and_changes_nothing(job_file: Path) -> No
         (["overlap=sometimes"], "overlap: must be one of skip, queue, allow"),
     ]:
         with pytest.raises(CronflowError, match=re.escape(says)) as e:
-            cli.set_keys("backup", assignments, config=job_file)
+            jobfile.set_keys("backup", assignments, config=job_file)
         assert e.value.exit_code == 2
     with pytest.raises(CronflowError, match="only jobs without 'after' may have a schedule"):
-        cli.set_keys("report", ["schedule=@daily"], config=job_file)
+        jobfile.set_keys("report", ["schedule=@daily"], config=job_file)
     with pytest.raises(CronflowError, match="no job named 'bakup'.*did you mean 'backup'") as e:
-        cli.set_keys("bakup", ["retries=3"], config=job_file)
+        jobfile.set_keys("bakup", ["retries=3"], config=job_file)
     assert e.value.exit_code == 1
     assert job_file.read_text() == FILE
 
 
 def test_unset(job_file: Path) -> None:
-    cli.unset_keys("backup", ["timeout", "env.RESTIC_REPOSITORY"], config=job_file)
+    jobfile.unset_keys("backup", ["timeout", "env.RESTIC_REPOSITORY"], config=job_file)
     text = job_file.read_text()
     assert 'timeout = "2h"' not in text and "RESTIC_REPOSITORY" not in text
     assert text.startswith(FILE.split("timeout")[0])  # everything before kept byte for byte
     assert text.endswith(FILE.split("# the report follows")[1])
     with pytest.raises(CronflowError, match="does not set timeout") as e:
-        cli.unset_keys("backup", ["timeout"], config=job_file)
+        jobfile.unset_keys("backup", ["timeout"], config=job_file)
     assert e.value.exit_code == 1
     with pytest.raises(CronflowError, match="missing required key 'command'") as e:
-        cli.unset_keys("backup", ["command"], config=job_file)
+        jobfile.unset_keys("backup", ["command"], config=job_file)
     assert e.value.exit_code == 2
 
 
@@ -122,12 +123,12 @@ def test_set_refuses_to_overwrite_a_concurrent_change(
 
     monkeypatch.setattr(setting, "set_keys", racing)
     with pytest.raises(CronflowError, match="changed while cronflow was editing it"):
-        cli.set_keys("backup", ["retries=3"], config=job_file)
+        jobfile.set_keys("backup", ["retries=3"], config=job_file)
     assert job_file.read_text() == FILE + "# theirs\n"
 
 
 def test_add_options_and_set(job_file: Path) -> None:
-    cli.add(
+    jobfile.add(
         "sync",
         "rsync -a ~/a host:",
         schedule="@hourly",
@@ -158,10 +159,10 @@ def test_add_options_and_set(job_file: Path) -> None:
 
 def test_add_set_problems_name_the_key(job_file: Path) -> None:
     with pytest.raises(CronflowError, match="--set retriez: unknown key") as e:
-        cli.add("x", "true", sets=["retriez=1"], config=job_file)
+        jobfile.add("x", "true", sets=["retriez=1"], config=job_file)
     assert e.value.exit_code == 2
     with pytest.raises(CronflowError, match="--set: retries is also given as an option"):
-        cli.add("x", "true", retries=2, sets=["retries=1"], config=job_file)
+        jobfile.add("x", "true", retries=2, sets=["retries=1"], config=job_file)
     with pytest.raises(CronflowError, match="--set: jitter is given twice"):
-        cli.add("x", "true", sets=["jitter=1", "jitter=2"], config=job_file)
+        jobfile.add("x", "true", sets=["jitter=1", "jitter=2"], config=job_file)
     assert job_file.read_text() == FILE
