@@ -326,7 +326,7 @@ _complete_job_arguments()
 
 def main() -> None:
     """Entry point: run the app and turn user-facing errors into one line and an exit code."""
-    if sys.argv[1:] == ["--version"]:  # answered before typer builds all 17 commands
+    if sys.argv[1:] == ["--version"]:  # answered before typer builds all its commands
         print(f"cronflow {__version__}")
         return
     # What is loaded by now (typer, click, our modules) lives as long as the process: keep
