@@ -138,7 +138,11 @@ async def _run_plans(
         stop.set()
 
     loop = asyncio.get_running_loop()
-    for signum in STOP_SIGNALS:
+    # A signal ignored on entry stays ignored, as the shell keeps it for its children:
+    # `nohup cronflow run ...` outlives the terminal, and `cronflow run ... &` in a script
+    # is not stopped by the Ctrl-C meant for the foreground.
+    caught = [s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+    for signum in caught:
         loop.add_signal_handler(signum, on_signal, signum)
     adopt_descendants(loop)
     engine = Engine(store, max_parallel=max_parallel, observer=observer, stop=stop)
@@ -164,7 +168,7 @@ async def _run_plans(
     try:
         engine.record_unrecorded()  # ends the store refused (disk full): one more try
     finally:
-        for signum in (*STOP_SIGNALS, signal.SIGCHLD):
+        for signum in (*caught, signal.SIGCHLD):
             loop.remove_signal_handler(signum)
         if engine.remote is not None:
             await engine.remote.close(forget=True)

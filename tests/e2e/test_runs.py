@@ -353,3 +353,38 @@ def test_history_and_logs_name_the_host_of_a_remote_attempt(tmp_path: Path) -> N
     assert [r["host"] for r in history(config)] == ["gpu1", None]
     logs = cronflow("logs", "a", "-c", config).stdout.splitlines()
     assert logs[:2] == [f"── a run {ids['a']}, attempt 1 on gpu1 ──", "there"]
+
+
+def test_a_signal_ignored_on_entry_stays_ignored(tmp_path: Path) -> None:
+    """`nohup cronflow run ...` outlives its terminal; `cronflow run ... &` in a script ignores
+    the Ctrl-C meant for the foreground: the signal stays ignored in the kernel's eyes, and
+    the run goes on to succeed after it was sent."""
+    started, go = tmp_path / "started", tmp_path / "go"
+    config = write(
+        tmp_path,
+        f"[jobs.slow]\ncommand = 'touch {started}; while [ ! -e {go} ]; do sleep 0.02; done'\n",
+    )
+    for ignored, wrapper in ((signal.SIGHUP, ["nohup"]), (signal.SIGINT, [])):
+        started.unlink(missing_ok=True)
+        go.unlink(missing_ok=True)
+        runner = subprocess.Popen(
+            [*wrapper, *CRONFLOW, "run", "slow", "-c", config],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda sig=ignored: signal.signal(sig, signal.SIG_IGN),  # type: ignore[misc]
+        )
+        wait_until(started.exists, what="the job to start")
+        assert ignored in _ignored_signals(runner.pid)
+        runner.send_signal(ignored)
+        go.touch()
+        runner.communicate(timeout=30)
+        assert runner.returncode == 0, ignored
+        assert history(config)[0]["status"] == "success"
+
+
+def _ignored_signals(pid: int) -> set[int]:
+    """The signals `pid` ignores, from the SigIgn mask in /proc/PID/status."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = int(status.split("SigIgn:")[1].split()[0], 16)
+    return {n for n in range(1, 65) if mask >> (n - 1) & 1}
