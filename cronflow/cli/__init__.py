@@ -154,10 +154,15 @@ def _open_store_if_exists(*, readonly: bool) -> "Store | None":
     """
     path = _Paths.state_dir() / "cronflow.db"
     try:
-        if path.stat().st_size == 0:  # created by a writer that has not set it up yet
-            return None
+        found = path.stat()
     except FileNotFoundError:
         return None
+    except OSError as exc:  # the state directory is a file, or cannot be searched
+        raise CronflowError(f"cannot open database: {path}: {exc.strerror}") from None
+    if found.st_size == 0:  # created by a writer that has not set it up yet
+        return None
+    if path.is_dir():
+        raise CronflowError(f"cannot open database: {path}: Is a directory")
     from cronflow.store import Store
 
     return Store(path, readonly=readonly)

@@ -200,3 +200,19 @@ def test_everyday_commands_never_import_celery_or_redis(tmp_path: Path) -> None:
             [sys.executable, "-c", probe, *command], capture_output=True, text=True, check=True
         ).stdout
         assert out.splitlines()[-1] == "MODULES []", (command, out)
+
+
+def test_a_state_folder_that_is_a_file_or_a_database_that_is_a_folder_is_one_line(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "afile").touch()
+    (tmp_path / "folder" / "cronflow.db").mkdir(parents=True)
+    for state, why in (("afile", "Not a directory"), ("folder", "Is a directory")):
+        env = {"CRONFLOW_STATE_DIR": str(tmp_path / state)}
+        for command in (["history"], ["logs", "a"], ["prune", "--older-than", "1d"]):
+            result = cronflow(*command, env=env)
+            assert result.returncode == 1, command
+            assert (
+                result.stderr
+                == f"error: cannot open database: {tmp_path / state}/cronflow.db: {why}\n"
+            )
