@@ -590,11 +590,17 @@ class _JobRun:
             kill_grace=HOOK_KILL_GRACE,
             max_log_bytes=self.job.max_log_bytes,
         )
-        with _OutputWriter(
-            engine, f"{self.job.name}:{hook}", self.run_id, attempt, hook_id, masker=self.masker
-        ) as sink:
-            # A hook is not stopped by a shutdown: it is short, bounded, and often the alert.
-            outcome = await engine._run(command, sink.add, None, engine.clock)
+        # A hook is not stopped by a shutdown: it is short, bounded, and often the alert. Who
+        # asked for the stop hears why it does not happen at once.
+        wait = f"waiting for its {hook} hook to end, at most {HOOK_TIMEOUT:g} s"
+        engine.stop.watch(hook_id, lambda: self._status("stopping", wait))
+        try:
+            with _OutputWriter(
+                engine, f"{self.job.name}:{hook}", self.run_id, attempt, hook_id, masker=self.masker
+            ) as sink:
+                outcome = await engine._run(command, sink.add, None, engine.clock)
+        finally:
+            engine.stop.unwatch(hook_id)
         self.store.finish_hook(hook_id, outcome.finished_at, outcome.exit_code)
         if outcome.status != "success":
             self._status("hook_failed", f"{hook} {_failure_note(outcome)}")

@@ -388,3 +388,23 @@ def _ignored_signals(pid: int) -> set[int]:
     status = Path(f"/proc/{pid}/status").read_text()
     mask = int(status.split("SigIgn:")[1].split()[0], 16)
     return {n for n in range(1, 65) if mask >> (n - 1) & 1}
+
+
+def test_a_stop_during_a_hook_says_what_it_waits_for(tmp_path: Path) -> None:
+    hooked, go, err = tmp_path / "hooked", tmp_path / "go", tmp_path / "stderr"
+    config = write(
+        tmp_path,
+        f"[jobs.h]\ncommand = 'true'\n"
+        f"on_success = 'touch {hooked}; while [ ! -e {go} ]; do sleep 0.02; done'\n",
+    )
+    with err.open("w") as stderr:
+        runner = subprocess.Popen(
+            [*CRONFLOW, "run", "h", "-c", config], stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    wait_until(hooked.exists, what="the hook to start")
+    runner.send_signal(signal.SIGTERM)
+    waiting = "cronflow: h [1] stopping (waiting for its on_success hook to end, at most 60 s)\n"
+    wait_until(lambda: waiting in err.read_text(), what="the stopping line")
+    go.touch()
+    assert runner.wait(timeout=30) == 143
+    assert history(config)[0]["status"] == "success"
