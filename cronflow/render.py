@@ -303,6 +303,18 @@ def _seconds(value: float | None) -> str:
     return f"{value:.2f}s" if value < 60 else format_duration(value)
 
 
+def flow_outcome(statuses: Sequence[str]) -> str:
+    """One word for a flow run from its jobs' statuses: failed, canceled, skipped or ok."""
+    from cronflow.flows import FAILED
+
+    found = set(statuses)
+    if not found.isdisjoint(FAILED - {"canceled"}):
+        return "failed"
+    if "canceled" in found:
+        return "canceled"
+    return "skipped" if found == {"skipped"} else "ok"
+
+
 class BackfillProgress:
     """A progress bar on a terminal (done/total, failures, ETA); a line per flow run piped."""
 
@@ -343,8 +355,8 @@ class BackfillProgress:
         if self.bar is not None:
             self.bar.update(self.task, advance=1, failures=self.failures)
             return
-        state = "failed" if failed else "ok"
         when_text = logical_time.astimezone(self.zone).isoformat()
+        state = flow_outcome(statuses)
         sys.stderr.write(f"[{self.done}/{self.total}] {when_text} {state}\n")  # one write
         sys.stderr.flush()
 

@@ -408,3 +408,24 @@ def test_a_stop_during_a_hook_says_what_it_waits_for(tmp_path: Path) -> None:
     go.touch()
     assert runner.wait(timeout=30) == 143
     assert history(config)[0]["status"] == "success"
+
+
+def test_backfill_progress_names_skipped_and_failed_flow_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "failed-once"
+    config = write(
+        tmp_path,
+        f"""
+[jobs.d]
+schedule = "0 6 * * *"
+timezone = "UTC"
+depends_on_past = true
+command = 'test -e {marker} || {{ touch {marker}; exit 1; }}'
+""",
+    )
+    result = cronflow("run", "d", "--from", "2026-01-01", "--to", "2026-01-02T06:00", "-c", config)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("[")]
+    assert lines == [
+        "[1/2] 2026-01-01T06:00:00+00:00 failed",
+        "[2/2] 2026-01-02T06:00:00+00:00 skipped",
+    ]
