@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 from cronflow import wording
 from cronflow.calendar_words import DAY_NAMES, DAY_WORDS, MONTH_NAMES, MONTH_WORDS
-from cronflow.units import parse_duration
+from cronflow.units import gap_end, parse_duration
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MINUTE = timedelta(minutes=1)
@@ -395,7 +395,7 @@ def _instants(wall: datetime, tz: ZoneInfo, follows_clock: bool) -> list[datetim
         return [first, (wall - after).replace(tzinfo=UTC)] if follows_clock else [first]
     if follows_clock:  # a wall time in a spring-forward gap does not exist
         return []
-    return [_gap_end(wall, before, after, tz)]
+    return [gap_end(wall, before, after, tz)]
 
 
 def _fall_back_ahead(after_utc: datetime, local: datetime, tz: ZoneInfo) -> timedelta:
@@ -407,20 +407,6 @@ def _fall_back_ahead(after_utc: datetime, local: datetime, tz: ZoneInfo) -> time
     now, ahead = local.utcoffset(), (after_utc + _LOOK_AHEAD).astimezone(tz).utcoffset()
     assert now is not None and ahead is not None
     return now - ahead if ahead < now else timedelta(0)
-
-
-def _gap_end(wall: datetime, before: timedelta, after: timedelta, tz: ZoneInfo) -> datetime:
-    """The instant a DST gap containing `wall` ends (its transition), to the second."""
-    low = (wall - after).replace(tzinfo=UTC)  # still on the old offset
-    high = (wall - before).replace(tzinfo=UTC)  # already on the new offset
-    while high - low > timedelta(seconds=1):
-        middle = low + (high - low) // 2
-        middle = middle.replace(microsecond=0)
-        if middle.astimezone(tz).utcoffset() == before:
-            low = middle
-        else:
-            high = middle
-    return high
 
 
 # -- parsing ---------------------------------------------------------------------------------

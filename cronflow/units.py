@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
 _DURATION_RE = re.compile(r"(?:(\d+)([smhd]))")
 _DURATION_WHOLE_RE = re.compile(r"(?:\d+[smhd])+")
@@ -96,7 +96,32 @@ def parse_time(text: str, tz: tzinfo) -> datetime:
     """An ISO 8601 date or date-time; without an offset it is read in `tz`. ValueError otherwise."""
     text = text.strip()
     moment = _in_range(_iso_time(text), text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=tz)
+    return moment if moment.tzinfo else wall_time_in(moment, tz)
+
+
+def wall_time_in(wall: datetime, tz: tzinfo) -> datetime:
+    """A naive wall time in `tz`, read as a fixed-time schedule reads it (SPEC §3): a time that
+    happens twice is its first occurrence, a time in a spring-forward gap the instant the gap
+    ends (02:30 on Berlin's spring-forward day is 03:00+02:00)."""
+    moment = wall.replace(tzinfo=tz)
+    before, after = moment.utcoffset(), wall.replace(tzinfo=tz, fold=1).utcoffset()
+    if before is None or after is None or before >= after:
+        return moment
+    return gap_end(wall, before, after, tz).astimezone(tz)
+
+
+def gap_end(wall: datetime, before: timedelta, after: timedelta, tz: tzinfo) -> datetime:
+    """The instant a DST gap containing `wall` ends (its transition), to the second."""
+    low = (wall - after).replace(tzinfo=UTC)  # still on the old offset
+    high = (wall - before).replace(tzinfo=UTC)  # already on the new offset
+    while high - low > timedelta(seconds=1):
+        middle = low + (high - low) // 2
+        middle = middle.replace(microsecond=0)
+        if middle.astimezone(tz).utcoffset() == before:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 def _iso_time(text: str) -> datetime:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from cronflow.schedule import parse_schedule
 from cronflow.units import mask_url, parse_since, parse_time
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -32,6 +34,23 @@ def test_the_edges_of_the_supported_years_parse() -> None:
     assert parse_time("1900-01-01", UTC) == datetime(1900, 1, 1, tzinfo=UTC)
     assert parse_time("9998-12-31T23:59-12:00", UTC).year == 9998
     assert parse_time("1900-01-01T00:00", plus14).tzinfo is plus14
+
+
+def test_a_wall_time_is_read_as_a_fixed_time_schedule_reads_it() -> None:
+    """In a spring-forward gap: the gap's end, where the schedule fires that day (SPEC §3); in
+    a fall-back hour: its first occurrence; an explicit offset stays as written."""
+    berlin = ZoneInfo("Europe/Berlin")
+    gap = parse_time("2026-03-29T02:30", berlin)
+    assert gap.isoformat() == "2026-03-29T03:00:00+02:00"
+    assert gap == next_fire("30 2 * * *", datetime(2026, 3, 29, tzinfo=berlin))
+    assert parse_time("2026-10-25T02:30", berlin).isoformat() == "2026-10-25T02:30:00+02:00"
+    assert parse_time("2026-03-29T02:30+01:00", berlin).isoformat() == "2026-03-29T02:30:00+01:00"
+    assert parse_time("2026-03-29", berlin).isoformat() == "2026-03-29T00:00:00+01:00"
+
+
+def next_fire(text: str, after: datetime) -> datetime | None:
+    assert isinstance(after.tzinfo, ZoneInfo)
+    return parse_schedule(text).next_fire(after, after.tzinfo)
 
 
 def test_since_names_a_too_long_duration_as_such() -> None:
