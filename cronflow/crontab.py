@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -83,9 +83,15 @@ class ImportResult:
 
 
 def import_crontab(
-    text: str, *, system: bool | None = None, existing_names: Collection[str] = frozenset()
+    text: str,
+    *,
+    system: bool | None = None,
+    existing_names: Collection[str] = frozenset(),
+    existing_jobs: Mapping[tuple[str, str], str] | None = None,
 ) -> ImportResult:
-    """Turn crontab text into cronflow jobs; names in `existing_names` are not reused.
+    """Turn crontab text into cronflow jobs; names in `existing_names` are not reused, and a
+    line whose schedule and command a job in `existing_jobs` ((schedule, command) -> name)
+    already has is skipped, so importing the same crontab twice adds nothing twice.
 
     Bytes that were not UTF-8 come in as surrogate escapes (decode with "surrogateescape");
     their lines are skipped and kept as comments, escaped.
@@ -99,6 +105,13 @@ def import_crontab(
     for number, line in enumerate(lines, start=1):
         reader.read(number, line)
     reader.flush()
+    for block in list(reader.blocks):
+        if isinstance(block, _JobBlock) and not block.commented:
+            twin = (existing_jobs or {}).get((block.schedule, block.command))
+            if twin is not None:
+                reader.blocks.remove(block)
+                why = f"already in the job file as {twin}"
+                reader.skipped.append(Skipped(block.line, block.text, why))
     taken = set(existing_names)
     jobs: dict[str, dict[str, Any]] = {}
     for block in reader.blocks:  # real jobs are named first, so comments never shift their names
@@ -108,7 +121,8 @@ def import_crontab(
     for block in reader.blocks:
         if isinstance(block, _JobBlock) and block.commented:
             block.name = _unique(_slug(block.name_source), taken)
-    return ImportResult(_render(reader.blocks, reader.header()), jobs, reader.skipped)
+    skipped = sorted(reader.skipped, key=lambda s: s.line)
+    return ImportResult(_render(reader.blocks, reader.header()), jobs, skipped)
 
 
 # -- what the lines say ----------------------------------------------------------------------

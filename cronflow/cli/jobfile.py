@@ -271,12 +271,20 @@ def import_crontab(
     path = _Paths.config(config)
     exists = write and path.exists()
     existing = read_job_file(path) if exists else ""
-    taken = set(parse_config(existing, str(path)).jobs) if existing else set()
-    result = crontab.import_crontab(_crontab_text(source), system=system, existing_names=taken)
+    jobs = parse_config(existing, str(path)).jobs if existing else {}
+    result = crontab.import_crontab(
+        _crontab_text(source),
+        system=system,
+        existing_names=set(jobs),
+        existing_jobs={(j.schedule.text, j.command): n for n, j in jobs.items() if j.schedule},
+    )
     for skipped in result.skipped:
         render.warn(f"{source or 'crontab -l'}:{skipped.line}: not imported: {skipped.reason}")
     if not write:
         sys.stdout.write(result.toml if result.toml.endswith("\n") else result.toml + "\n")
+        return
+    if not result.jobs:
+        render.line(f"nothing to add to {path}")
         return
     text = editing.append_block(existing, result.toml)
     parse_config(text, str(path))  # always valid by construction; never write one that isn't
@@ -284,7 +292,8 @@ def import_crontab(
         editing.write_atomic(path, text, expected=existing)
     else:
         editing.write_new(path, text)
-    render.line(f"added {len(result.jobs)} jobs to {path}")
+    added = len(result.jobs)
+    render.line(f"added {added} job{'' if added == 1 else 's'} to {path}")
     _nudge_daemon()
 
 

@@ -52,6 +52,25 @@ def test_write_appends_to_the_job_file_keeping_it(tmp_path: Path) -> None:
     assert names == ["backup-sh", "backup-sh-2", "agent"]
 
 
+def test_importing_the_same_crontab_twice_adds_each_line_once(tmp_path: Path) -> None:
+    config = tmp_path / "jobs.toml"
+    crontab = "0 3 * * * backup.sh\n@reboot agent --start\n"
+    first = cronflow("import-crontab", "-", "--write", "-c", str(config), input=crontab)
+    assert first.stdout == f"added 2 jobs to {config}\n", first.stderr
+    crontab += "*/5 * * * * poll.sh\n"
+    again = cronflow("import-crontab", "-", "--write", "-c", str(config), input=crontab)
+    assert again.returncode == 0
+    assert again.stdout == f"added 1 job to {config}\n"
+    assert again.stderr.splitlines() == [
+        "warning: -:1: not imported: already in the job file as backup-sh",
+        "warning: -:2: not imported: already in the job file as agent",
+    ]
+    third = cronflow("import-crontab", "-", "--write", "-c", str(config), input=crontab)
+    assert third.stdout == f"nothing to add to {config}\n"
+    names = [j["name"] for j in json.loads(cronflow("list", "--json", "-c", str(config)).stdout)]
+    assert names == ["backup-sh", "agent", "poll-sh"]
+
+
 def test_write_creates_a_missing_job_file(tmp_path: Path) -> None:
     config = tmp_path / "new" / "jobs.toml"
     result = cronflow(
