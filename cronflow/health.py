@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
@@ -77,6 +80,7 @@ def check(
     store: Store | None,
     now: datetime,
     zone: tzinfo,
+    environ: Mapping[str, str] = os.environ,
 ) -> Health:
     """Every problem, daemon and job file first."""
     problems: list[Problem] = []
@@ -85,8 +89,23 @@ def check(
     if config_error is not None:
         problems.append(Problem("config", f"job file invalid: {config_error}"))
     if config is not None:
+        problems += executor_problems(config, environ)
         problems += job_problems(config, store, now, zone)
     return Health(problems)
+
+
+def executor_problems(config: Config, environ: Mapping[str, str]) -> list[Problem]:
+    """What keeps `kind = "celery"` from sending an attempt: no broker, or no Celery extra.
+    `validate` cannot tell (the broker may come from the environment the daemon gets)."""
+    if config.executor.kind != "celery":
+        return []
+    found = []
+    if not config.executor.broker_url(environ):
+        found.append('needs a broker: [executor] broker = "redis://...", or $CRONFLOW_BROKER_URL')
+    if missing := [m for m in ("celery", "redis") if importlib.util.find_spec(m) is None]:
+        extra = "pip install 'cronflow[celery]'"
+        found.append(f"needs the Celery extra ({', '.join(missing)} missing): {extra}")
+    return [Problem("config", f'executor kind = "celery" {why}') for why in found]
 
 
 def daemon_down(events: list[DaemonEvent], zone: tzinfo) -> Problem:

@@ -295,3 +295,17 @@ def test_grace_defaults_to_one_period_at_least_five_minutes(tmp_path: Path) -> N
     grace = {n: health.grace(config.jobs[n], config.flow_of(n), now) for n in "abc"}
     assert grace == {"a": 300.0, "b": 86400.0, "c": 7200.0}
     assert timedelta(seconds=grace["b"]) == timedelta(days=1)
+
+
+def test_check_names_what_a_celery_executor_lacks(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.toml"
+    path.write_text('[executor]\nkind = "celery"\n[jobs.a]\ncommand = "true"\nqueue = "q"\n')
+    config = load_config(path)
+    found = health.check(config, None, True, None, datetime.now(UTC), UTC, environ={})
+    assert found.exit_code == 2
+    assert [p.message for p in found.problems] == [
+        'executor kind = "celery" needs a broker: [executor] broker = "redis://...", or'
+        " $CRONFLOW_BROKER_URL"
+    ]
+    given = {"CRONFLOW_BROKER_URL": "redis://localhost:6379/0"}
+    assert health.check(config, None, True, None, datetime.now(UTC), UTC, given).problems == []
