@@ -284,6 +284,10 @@ class _Checker:
         self.folder = folder
         self.workdir = str(folder)  # the default workdir of every job
         self.problems: list[Problem] = []
+        # Each job's upstreams as soon as its `after` parsed, and the jobs that set a schedule,
+        # even when another key of the job is wrong: the graph is checked with the keys.
+        self.afters: dict[str, tuple[str, ...]] = {}
+        self.scheduled: set[str] = set()
 
     def problem(self, key: str, message: str) -> None:
         self.problems.append(Problem(self.path, self._line(key), key, message))
@@ -429,6 +433,10 @@ class _Checker:
         if "command" not in body:
             self.problem(where, "missing required key 'command'")
         values = self._values(where, body, into=defaults.copy())
+        if "after" in values or "after" not in body:
+            self.afters[name] = values.get("after", ())
+        if "schedule" in body:
+            self.scheduled.add(name)
         if "env" in defaults and "env" in body and isinstance(body["env"], dict):
             values["env"] = {**defaults["env"], **values.get("env", {})}
         if len(self.problems) > before:
@@ -443,42 +451,40 @@ class _Checker:
         return _new_job(values)
 
     def _flows(self, jobs: dict[str, Job], names: set[str]) -> tuple[Flow, ...]:
-        """Check the graph of the jobs that parsed (so that every problem shows at once)."""
-        for name, job in jobs.items():
-            for target in job.after:
+        """Check the graph alongside the keys, so that every problem shows at once: the
+        upstreams of every job whose `after` parsed (other keys of it wrong or not); the
+        checks that need a flow's schedules only on flows whose every job parsed."""
+        afters = self.afters
+        for name, after in afters.items():
+            for target in after:
                 if target not in names:
                     self.problem(
                         f"jobs.{name}.after",
                         f"unknown job {target!r}{suggest(target, names - {name})}",
                     )
-        graph = {
-            name: tuple(t for t in job.after if t in jobs) if job.after else ()
-            for name, job in jobs.items()
-        }
+            if after and name in self.scheduled:
+                self.problem(
+                    f"jobs.{name}.schedule",
+                    "only jobs without 'after' may have a "
+                    f"schedule; {name} runs after {', '.join(after)}",
+                )
+        graph = {name: tuple(t for t in after if t in afters) for name, after in afters.items()}
         cycle = flows.find_cycle(graph)
         if cycle:
             self.problem(f"jobs.{cycle[0]}.after", "cycle: " + " -> ".join(cycle))
             return ()
         result = []
         for members in flows.components(graph):
-            flow = self._flow(members, jobs)
-            if flow is not None:
-                result.append(flow)
+            # A job that did not parse, or an upstream that is missing or did not parse,
+            # leaves the flow's shape unknown: its roots are not checked against each other.
+            if all(m in jobs and all(t in jobs for t in afters[m]) for m in members):
+                result.append(self._flow(members, jobs))
         return tuple(result)
 
-    def _flow(self, members: tuple[str, ...], jobs: dict[str, Job]) -> Flow | None:
+    def _flow(self, members: tuple[str, ...], jobs: dict[str, Job]) -> Flow:
         if len(members) == 1 and not (job := jobs[members[0]]).after:  # most flows: one job
             return Flow(job.name, members, members, job.schedule, job.timezone)
-        roots = tuple(n for n in members if not jobs[n].after)
-        for name in members:
-            if jobs[name].after and jobs[name].schedule:
-                self.problem(
-                    f"jobs.{name}.schedule",
-                    "only jobs without 'after' may have a "
-                    f"schedule; {name} runs after {', '.join(jobs[name].after)}",
-                )
-        if not roots:  # only while other problems stand (an upstream that did not parse)
-            return None
+        roots = tuple(n for n in members if not jobs[n].after)  # some: the graph has no cycle
         scheduled = [jobs[n] for n in roots if jobs[n].schedule]
         first = scheduled[0] if scheduled else jobs[sorted(roots)[0]]
         for other in scheduled[1:]:
