@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronflow import flows
 from cronflow.errors import ConfigError, CronflowError, NoJobFile, Problem
 from cronflow.schedule import Schedule, ScheduleError, parse_schedule
-from cronflow.units import mask_url, parse_duration, parse_size
+from cronflow.units import mask_url, parse_duration, parse_size, toml_text
 
 RUN_IF = ("success", "failure", "always")
 OVERLAP = ("skip", "queue", "allow")
@@ -355,7 +355,8 @@ class _Checker:
                 )
             elif key == "max_parallel" and not (_is_int(value) and 1 <= value <= MAX_PARALLEL):
                 self.problem(
-                    where, f"must be a whole number from 1 to {MAX_PARALLEL}, got {value!r}"
+                    where,
+                    f"must be a whole number from 1 to {MAX_PARALLEL}, got {toml_text(value)}",
                 )
             elif key == "max_parallel":
                 values[key] = value
@@ -512,7 +513,7 @@ def suggest(word: str, choices: Any) -> str:
 
 def _string(_: _Checker, value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"must be a string, got {value!r}")
+        raise ValueError(f"must be a string, got {toml_text(value)}")
     return value
 
 
@@ -536,7 +537,7 @@ def _command(_: _Checker, value: Any) -> str | tuple[str, ...]:
 def _choice(*allowed: str) -> Any:
     def check(_: _Checker, value: Any) -> str:
         if value not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)}, got {value!r}")
+            raise ValueError(f"must be one of {', '.join(allowed)}, got {toml_text(value)}")
         return value
 
     return check
@@ -544,7 +545,7 @@ def _choice(*allowed: str) -> Any:
 
 def _schedule(_: _Checker, value: Any) -> Schedule:
     if not isinstance(value, str):
-        raise ValueError(f'must be a string like "0 3 * * *" or "@daily", got {value!r}')
+        raise ValueError(f'must be a string like "0 3 * * *" or "@daily", got {toml_text(value)}')
     try:
         return parse_schedule(value)
     except ScheduleError as exc:
@@ -557,7 +558,7 @@ def _timezone(_: _Checker, value: Any) -> ZoneInfo:
             return ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a folder
             pass
-    raise ValueError(f'unknown timezone {value!r}; use an IANA name like "Europe/Berlin"')
+    raise ValueError(f'unknown timezone {toml_text(value)}; use an IANA name like "Europe/Berlin"')
 
 
 def _after(_: _Checker, value: Any) -> tuple[str, ...]:
@@ -567,7 +568,9 @@ def _after(_: _Checker, value: Any) -> tuple[str, ...]:
         value = [value]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
-    raise ValueError(f'must be a job name or a list of job names (after = ["up"]), got {value!r}')
+    raise ValueError(
+        f'must be a job name or a list of job names (after = ["up"]), got {toml_text(value)}'
+    )
 
 
 def _env(_: _Checker, value: Any) -> dict[str, str]:
@@ -575,27 +578,27 @@ def _env(_: _Checker, value: Any) -> dict[str, str]:
         raise ValueError('must be a table of strings, like env = { PATH = "/usr/bin" }')
     bad = [k for k, v in value.items() if not isinstance(v, str)]
     if bad:
-        raise ValueError(f"values must be strings; {bad[0]} is {value[bad[0]]!r}")
+        raise ValueError(f"values must be strings; {bad[0]} is {toml_text(value[bad[0]])}")
     return dict(value)
 
 
 def _retries(_: _Checker, value: Any) -> int:
     if _is_int(value) and 0 <= value <= MAX_RETRIES:
         return value
-    raise ValueError(f"must be a whole number from 0 to {MAX_RETRIES}, got {value!r}")
+    raise ValueError(f"must be a whole number from 0 to {MAX_RETRIES}, got {toml_text(value)}")
 
 
 def _backoff(_: _Checker, value: Any) -> float:
     # The comparison also refuses nan; inf is refused by the upper bound.
     if isinstance(value, int | float) and not isinstance(value, bool) and 1 <= value <= MAX_BACKOFF:
         return float(value)
-    raise ValueError(f"must be a number from 1 to {MAX_BACKOFF:g}, got {value!r}")
+    raise ValueError(f"must be a number from 1 to {MAX_BACKOFF:g}, got {toml_text(value)}")
 
 
 def _bool(_: _Checker, value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    raise ValueError(f"must be true or false, got {value!r}")
+    raise ValueError(f"must be true or false, got {toml_text(value)}")
 
 
 def _duration(_: _Checker, value: Any) -> float:
@@ -607,7 +610,7 @@ def _queue(_: _Checker, value: Any) -> str:
         return value
     raise ValueError(
         "must be a queue name of letters, digits, '_', '.' and '-', starting with a letter "
-        f"or digit, got {value!r}"
+        f"or digit, got {toml_text(value)}"
     )
 
 
@@ -629,7 +632,8 @@ def _env_file(c: _Checker, value: Any) -> tuple[str, ...]:
     paths = [value] if isinstance(value, str) else value
     if not isinstance(paths, list) or not all(isinstance(p, str) and p.strip() for p in paths):
         raise ValueError(
-            f'must be a path or a list of paths, like env_file = "~/.config/app.env", got {value!r}'
+            'must be a path or a list of paths, like env_file = "~/.config/app.env", '
+            f"got {toml_text(value)}"
         )
     return tuple(os.path.abspath(c.folder / os.path.expanduser(p)) for p in paths)
 
@@ -657,7 +661,7 @@ def env_file_problems(config: Config, text: str) -> list[Problem]:
 def _size(_: _Checker, value: Any) -> int:
     size = parse_size(value)
     if size > MAX_LOG_BYTES:
-        raise ValueError(f"must be at most 1GiB, got {value!r}")
+        raise ValueError(f"must be at most 1GiB, got {toml_text(value)}")
     return size
 
 

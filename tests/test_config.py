@@ -105,7 +105,29 @@ enabled = false
         ),
         (
             "retries = true",
-            "jobs.toml:3: jobs.a.retries: must be a whole number from 0 to 1000, got True",
+            "jobs.toml:3: jobs.a.retries: must be a whole number from 0 to 1000, got true",
+        ),
+        # a value is echoed as TOML spells it, never as Python's repr (True, datetime(...))
+        (
+            "jitter = true",
+            'jobs.toml:3: jobs.a.jitter: expected a duration like "90s", '
+            '"5m", "1h30m", "2d", or a whole number of seconds, got true',
+        ),
+        (
+            "max_log_bytes = [false]",
+            "jobs.toml:3: jobs.a.max_log_bytes: expected a size like "
+            '"512KiB", "1MiB", or a whole number of bytes, got [false]',
+        ),
+        (
+            "schedule = 2026-12-07T07:00:00",
+            "jobs.toml:3: jobs.a.schedule: must be a string like "
+            '"0 3 * * *" or "@daily", got 2026-12-07T07:00:00',
+        ),
+        ("env = { A = false }", "jobs.toml:3: jobs.a.env: values must be strings; A is false"),
+        (
+            "after = [1, true]",
+            "jobs.toml:3: jobs.a.after: must be a job name or a list of job "
+            'names (after = ["up"]), got [1, true]',
         ),
         ('timeout = "1h30"', "jobs.toml:3: jobs.a.timeout: expected a duration"),
         ("timeout = -5", "jobs.toml:3: jobs.a.timeout: must not be negative"),
