@@ -261,10 +261,20 @@ def check_owned_safely(path: Path) -> None:
             )
 
 
+BOM = "\ufeff"
+
+
 def parse_config(text: str, path: str = "<job file>") -> Config:
     """Validate job-file text; raise ConfigError listing every problem with its line."""
     import tomli
 
+    if text.startswith(BOM):
+        # Refused rather than skipped: add, remove and edit rewrite the file and check that
+        # its bytes did not change meanwhile, and most editors can save without the mark.
+        raise ConfigError(
+            [Problem(path, 1, None, "starts with a byte-order mark (BOM); save it as UTF-8 "
+                     "without a BOM (`sed -i '1s/^\\xEF\\xBB\\xBF//' FILE` removes it)")]
+        )  # fmt: skip
     try:
         raw = tomli.loads(text)
     except tomli.TOMLDecodeError as exc:

@@ -179,6 +179,14 @@ def test_toml_syntax_error_has_line_and_column() -> None:
     ]
 
 
+def test_a_byte_order_mark_is_named_as_such() -> None:
+    """Notepad's BOM: refused with its name and the fix, not "Invalid statement"."""
+    assert problems('\ufeff[jobs.a]\ncommand = "x"\n') == [
+        "jobs.toml:1: starts with a byte-order mark (BOM); save it as UTF-8 without a BOM "
+        "(`sed -i '1s/^\\xEF\\xBB\\xBF//' FILE` removes it)"
+    ]
+
+
 def test_sections_and_defaults_are_checked() -> None:
     assert problems('[job.a]\ncommand = "x"\n') == [
         "jobs.toml:1: job: unknown section (did you mean 'jobs'?); "
