@@ -1,14 +1,22 @@
 """Tables that fit the terminal: compact times first, then free text cut, then the columns of
-least value dropped — never a timestamp cut in the middle. Pure: render prints the result.
+least value dropped, then names cut — never a timestamp cut in the middle. Pure: render prints
+the result.
 
-A cell is a string, or a `Time` that has a full and a compact spelling. Fitting goes in steps
-and stops at the first that fits `width`:
+A cell is a string, or a `Time` that has a full and a compact spelling and may carry a relative
+suffix (" (in 2h 5m)"). Fitting goes in steps and stops at the first that fits `width`:
 
 1. everything in full;
 2. times compact (today's as `06:02`, this year's as `11-30 06:02`, older ones in full);
 3. columns marked `cut` (descriptions, notes) shortened with "…", down to `min_cut` each;
 4. columns dropped, least `value` first, until the rest fits (the cut columns then get back
-   the room that freed). Columns with `value=None` are never dropped.
+   the room that freed). Columns with `value=None` are never dropped;
+5. the relative suffixes of times dropped, each as a whole;
+6. columns marked `cut_last` (job names) shortened with "…", down to `min_cut` each.
+
+A time is never shortened, and no column is cut but those marked: a plain-English schedule cut
+in the middle reads as something else, so such a column is dropped instead. When even step 6
+does not fit (a terminal narrower than a job name's first characters and a time), the table is
+as narrow as it can be and wider than `width`: the terminal wraps its lines, nothing is lost.
 """
 
 from __future__ import annotations
@@ -28,14 +36,16 @@ class Column(NamedTuple):
     value: int | None = None  # None: never dropped; else lower values are dropped first
     cut: bool = False  # free text that may be shortened with "…"
     min_cut: int = 12
+    cut_last: bool = False  # a name: shortened with "…" only when nothing else is left to give
 
 
 class Time(NamedTuple):
     full: str
     compact: str
+    suffix: str = ""  # " (in 2h 5m)": dropped as a whole when room is short, never cut
 
     def __str__(self) -> str:
-        return self.full
+        return self.full + self.suffix
 
 
 Cell = str | Time
@@ -57,25 +67,35 @@ def time_cell(
         compact = local.strftime("%m-%d %H:%M")
     else:
         compact = local.strftime("%Y-%m-%d %H:%M")
-    return Time(full + suffix, compact + suffix)
+    return Time(full, compact, suffix)
 
 
 def fit(
     columns: Sequence[Column], rows: Sequence[Sequence[Cell]], width: int | None
 ) -> tuple[list[str], list[list[str]]]:
-    """The header and rows to print within `width` characters (None: no limit)."""
+    """The header and rows to print within `width` characters (None: no limit); wider only
+    when the columns that are never dropped, cut as far as they go, are wider."""
     keep = list(range(len(columns)))
     texts = [[str(cell) for cell in row] for row in rows]
     if width is None or _total(columns, texts, keep) <= width:
         return _select(columns, texts, keep)
-    texts = [[c.compact if isinstance(c, Time) else c for c in row] for row in rows]
+    texts = [[c.compact + c.suffix if isinstance(c, Time) else c for c in row] for row in rows]
+    free_text = [c.cut for c in columns]
     values = {i: c.value for i, c in enumerate(columns) if c.value is not None}
     droppable = sorted(values, key=lambda i: values[i])
     while True:
-        cut = _cut_to(columns, texts, keep, width)
-        if cut is not None or not droppable:
-            return _select(columns, cut if cut is not None else texts, keep)
+        cut, fits = _cut_to(columns, texts, keep, width, free_text)
+        if fits or not droppable:
+            break
         keep.remove(droppable.pop(0))
+    if fits:
+        return _select(columns, cut, keep)
+    texts = [[c.compact if isinstance(c, Time) else c for c in row] for row in rows]
+    cut, fits = _cut_to(columns, texts, keep, width, free_text)
+    if not fits:
+        names = [c.cut or c.cut_last for c in columns]
+        cut, fits = _cut_to(columns, texts, keep, width, names)
+    return _select(columns, cut, keep)
 
 
 def _widths(columns: Sequence[Column], texts: list[list[str]], keep: list[int]) -> list[int]:
@@ -87,24 +107,28 @@ def _total(columns: Sequence[Column], texts: list[list[str]], keep: list[int]) -
 
 
 def _cut_to(
-    columns: Sequence[Column], texts: list[list[str]], keep: list[int], width: int
-) -> list[list[str]] | None:
-    """`texts` with the cut columns shortened so that the kept columns fit; None if they
-    cannot without going below `min_cut`."""
+    columns: Sequence[Column],
+    texts: list[list[str]],
+    keep: list[int],
+    width: int,
+    cuttable: Sequence[bool],
+) -> tuple[list[list[str]], bool]:
+    """`texts` with the `cuttable` columns shortened so that the kept columns fit, and True;
+    if they cannot without going below `min_cut`, the texts with those columns cut as far as
+    that, and False."""
     over = _total(columns, texts, keep) - width
     if over <= 0:
-        return texts
+        return texts, True
     widths = dict(zip(keep, _widths(columns, texts, keep), strict=True))
-    cuttable = [i for i in keep if columns[i].cut]
-    room = {i: widths[i] - max(columns[i].min_cut, len(columns[i].name)) for i in cuttable}
-    if sum(max(r, 0) for r in room.values()) < over:
-        return None
+    cut = [i for i in keep if cuttable[i]]
+    room = {i: max(widths[i] - max(columns[i].min_cut, len(columns[i].name)), 0) for i in cut}
+    fits = sum(room.values()) >= over
     limits = dict(widths)
-    for i in sorted(cuttable, key=lambda i: -widths[i]):  # the widest gives first
-        take = min(max(room[i], 0), over)
+    for i in sorted(cut, key=lambda i: -widths[i]):  # the widest gives first
+        take = min(room[i], over)
         limits[i] -= take
         over -= take
-    return [[_shorten(cell, limits.get(i)) for i, cell in enumerate(row)] for row in texts]
+    return [[_shorten(cell, limits.get(i)) for i, cell in enumerate(row)] for row in texts], fits
 
 
 def _shorten(text: str, limit: int | None) -> str:

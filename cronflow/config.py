@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronflow import flows
 from cronflow.errors import ConfigError, CronflowError, NoJobFile, Problem
 from cronflow.schedule import Schedule, ScheduleError, parse_schedule
-from cronflow.units import mask_url, parse_duration, parse_size
+from cronflow.units import mask_url, parse_duration, parse_size, toml_text
 
 RUN_IF = ("success", "failure", "always")
 OVERLAP = ("skip", "queue", "allow")
@@ -261,10 +261,20 @@ def check_owned_safely(path: Path) -> None:
             )
 
 
+BOM = "\ufeff"
+
+
 def parse_config(text: str, path: str = "<job file>") -> Config:
     """Validate job-file text; raise ConfigError listing every problem with its line."""
     import tomli
 
+    if text.startswith(BOM):
+        # Refused rather than skipped: add, remove and edit rewrite the file and check that
+        # its bytes did not change meanwhile, and most editors can save without the mark.
+        raise ConfigError(
+            [Problem(path, 1, None, "starts with a byte-order mark (BOM); save it as UTF-8 "
+                     "without a BOM (`sed -i '1s/^\\xEF\\xBB\\xBF//' FILE` removes it)")]
+        )  # fmt: skip
     try:
         raw = tomli.loads(text)
     except tomli.TOMLDecodeError as exc:
@@ -284,6 +294,10 @@ class _Checker:
         self.folder = folder
         self.workdir = str(folder)  # the default workdir of every job
         self.problems: list[Problem] = []
+        # Each job's upstreams as soon as its `after` parsed, and the jobs that set a schedule,
+        # even when another key of the job is wrong: the graph is checked with the keys.
+        self.afters: dict[str, tuple[str, ...]] = {}
+        self.scheduled: set[str] = set()
 
     def problem(self, key: str, message: str) -> None:
         self.problems.append(Problem(self.path, self._line(key), key, message))
@@ -351,7 +365,8 @@ class _Checker:
                 )
             elif key == "max_parallel" and not (_is_int(value) and 1 <= value <= MAX_PARALLEL):
                 self.problem(
-                    where, f"must be a whole number from 1 to {MAX_PARALLEL}, got {value!r}"
+                    where,
+                    f"must be a whole number from 1 to {MAX_PARALLEL}, got {toml_text(value)}",
                 )
             elif key == "max_parallel":
                 values[key] = value
@@ -429,6 +444,10 @@ class _Checker:
         if "command" not in body:
             self.problem(where, "missing required key 'command'")
         values = self._values(where, body, into=defaults.copy())
+        if "after" in values or "after" not in body:
+            self.afters[name] = values.get("after", ())
+        if "schedule" in body:
+            self.scheduled.add(name)
         if "env" in defaults and "env" in body and isinstance(body["env"], dict):
             values["env"] = {**defaults["env"], **values.get("env", {})}
         if len(self.problems) > before:
@@ -443,42 +462,40 @@ class _Checker:
         return _new_job(values)
 
     def _flows(self, jobs: dict[str, Job], names: set[str]) -> tuple[Flow, ...]:
-        """Check the graph of the jobs that parsed (so that every problem shows at once)."""
-        for name, job in jobs.items():
-            for target in job.after:
+        """Check the graph alongside the keys, so that every problem shows at once: the
+        upstreams of every job whose `after` parsed (other keys of it wrong or not); the
+        checks that need a flow's schedules only on flows whose every job parsed."""
+        afters = self.afters
+        for name, after in afters.items():
+            for target in after:
                 if target not in names:
                     self.problem(
                         f"jobs.{name}.after",
                         f"unknown job {target!r}{suggest(target, names - {name})}",
                     )
-        graph = {
-            name: tuple(t for t in job.after if t in jobs) if job.after else ()
-            for name, job in jobs.items()
-        }
+            if after and name in self.scheduled:
+                self.problem(
+                    f"jobs.{name}.schedule",
+                    "only jobs without 'after' may have a "
+                    f"schedule; {name} runs after {', '.join(after)}",
+                )
+        graph = {name: tuple(t for t in after if t in afters) for name, after in afters.items()}
         cycle = flows.find_cycle(graph)
         if cycle:
             self.problem(f"jobs.{cycle[0]}.after", "cycle: " + " -> ".join(cycle))
             return ()
         result = []
         for members in flows.components(graph):
-            flow = self._flow(members, jobs)
-            if flow is not None:
-                result.append(flow)
+            # A job that did not parse, or an upstream that is missing or did not parse,
+            # leaves the flow's shape unknown: its roots are not checked against each other.
+            if all(m in jobs and all(t in jobs for t in afters[m]) for m in members):
+                result.append(self._flow(members, jobs))
         return tuple(result)
 
-    def _flow(self, members: tuple[str, ...], jobs: dict[str, Job]) -> Flow | None:
+    def _flow(self, members: tuple[str, ...], jobs: dict[str, Job]) -> Flow:
         if len(members) == 1 and not (job := jobs[members[0]]).after:  # most flows: one job
             return Flow(job.name, members, members, job.schedule, job.timezone)
-        roots = tuple(n for n in members if not jobs[n].after)
-        for name in members:
-            if jobs[name].after and jobs[name].schedule:
-                self.problem(
-                    f"jobs.{name}.schedule",
-                    "only jobs without 'after' may have a "
-                    f"schedule; {name} runs after {', '.join(jobs[name].after)}",
-                )
-        if not roots:  # only while other problems stand (an upstream that did not parse)
-            return None
+        roots = tuple(n for n in members if not jobs[n].after)  # some: the graph has no cycle
         scheduled = [jobs[n] for n in roots if jobs[n].schedule]
         first = scheduled[0] if scheduled else jobs[sorted(roots)[0]]
         for other in scheduled[1:]:
@@ -506,7 +523,7 @@ def suggest(word: str, choices: Any) -> str:
 
 def _string(_: _Checker, value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"must be a string, got {value!r}")
+        raise ValueError(f"must be a string, got {toml_text(value)}")
     return value
 
 
@@ -530,7 +547,7 @@ def _command(_: _Checker, value: Any) -> str | tuple[str, ...]:
 def _choice(*allowed: str) -> Any:
     def check(_: _Checker, value: Any) -> str:
         if value not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)}, got {value!r}")
+            raise ValueError(f"must be one of {', '.join(allowed)}, got {toml_text(value)}")
         return value
 
     return check
@@ -538,7 +555,7 @@ def _choice(*allowed: str) -> Any:
 
 def _schedule(_: _Checker, value: Any) -> Schedule:
     if not isinstance(value, str):
-        raise ValueError(f'must be a string like "0 3 * * *" or "@daily", got {value!r}')
+        raise ValueError(f'must be a string like "0 3 * * *" or "@daily", got {toml_text(value)}')
     try:
         return parse_schedule(value)
     except ScheduleError as exc:
@@ -551,7 +568,7 @@ def _timezone(_: _Checker, value: Any) -> ZoneInfo:
             return ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a folder
             pass
-    raise ValueError(f'unknown timezone {value!r}; use an IANA name like "Europe/Berlin"')
+    raise ValueError(f'unknown timezone {toml_text(value)}; use an IANA name like "Europe/Berlin"')
 
 
 def _after(_: _Checker, value: Any) -> tuple[str, ...]:
@@ -561,7 +578,9 @@ def _after(_: _Checker, value: Any) -> tuple[str, ...]:
         value = [value]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
-    raise ValueError(f'must be a job name or a list of job names (after = ["up"]), got {value!r}')
+    raise ValueError(
+        f'must be a job name or a list of job names (after = ["up"]), got {toml_text(value)}'
+    )
 
 
 def _env(_: _Checker, value: Any) -> dict[str, str]:
@@ -569,27 +588,27 @@ def _env(_: _Checker, value: Any) -> dict[str, str]:
         raise ValueError('must be a table of strings, like env = { PATH = "/usr/bin" }')
     bad = [k for k, v in value.items() if not isinstance(v, str)]
     if bad:
-        raise ValueError(f"values must be strings; {bad[0]} is {value[bad[0]]!r}")
+        raise ValueError(f"values must be strings; {bad[0]} is {toml_text(value[bad[0]])}")
     return dict(value)
 
 
 def _retries(_: _Checker, value: Any) -> int:
     if _is_int(value) and 0 <= value <= MAX_RETRIES:
         return value
-    raise ValueError(f"must be a whole number from 0 to {MAX_RETRIES}, got {value!r}")
+    raise ValueError(f"must be a whole number from 0 to {MAX_RETRIES}, got {toml_text(value)}")
 
 
 def _backoff(_: _Checker, value: Any) -> float:
     # The comparison also refuses nan; inf is refused by the upper bound.
     if isinstance(value, int | float) and not isinstance(value, bool) and 1 <= value <= MAX_BACKOFF:
         return float(value)
-    raise ValueError(f"must be a number from 1 to {MAX_BACKOFF:g}, got {value!r}")
+    raise ValueError(f"must be a number from 1 to {MAX_BACKOFF:g}, got {toml_text(value)}")
 
 
 def _bool(_: _Checker, value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    raise ValueError(f"must be true or false, got {value!r}")
+    raise ValueError(f"must be true or false, got {toml_text(value)}")
 
 
 def _duration(_: _Checker, value: Any) -> float:
@@ -601,7 +620,7 @@ def _queue(_: _Checker, value: Any) -> str:
         return value
     raise ValueError(
         "must be a queue name of letters, digits, '_', '.' and '-', starting with a letter "
-        f"or digit, got {value!r}"
+        f"or digit, got {toml_text(value)}"
     )
 
 
@@ -623,7 +642,8 @@ def _env_file(c: _Checker, value: Any) -> tuple[str, ...]:
     paths = [value] if isinstance(value, str) else value
     if not isinstance(paths, list) or not all(isinstance(p, str) and p.strip() for p in paths):
         raise ValueError(
-            f'must be a path or a list of paths, like env_file = "~/.config/app.env", got {value!r}'
+            'must be a path or a list of paths, like env_file = "~/.config/app.env", '
+            f"got {toml_text(value)}"
         )
     return tuple(os.path.abspath(c.folder / os.path.expanduser(p)) for p in paths)
 
@@ -651,7 +671,7 @@ def env_file_problems(config: Config, text: str) -> list[Problem]:
 def _size(_: _Checker, value: Any) -> int:
     size = parse_size(value)
     if size > MAX_LOG_BYTES:
-        raise ValueError(f"must be at most 1GiB, got {value!r}")
+        raise ValueError(f"must be at most 1GiB, got {toml_text(value)}")
     return size
 
 

@@ -239,7 +239,7 @@ class Daemon:
         try:
             config = load_config(self.config_path)
         except ConfigError as exc:
-            self._config_problem(f"{len(exc.problems)} problems; first: {exc.problems[0]}")
+            self._config_problem(exc.summary())
             return
         except CronflowError as exc:
             if self.file_stamp is None:

@@ -70,9 +70,12 @@ class NewJob:
     # Any other keys (the other options of `add`, and `--set KEY=VALUE`), in order:
     # (("env", "PATH"), "/usr/bin") sets env.PATH.
     extra: tuple[tuple[tuple[str, ...], Any], ...] = ()
+    # Where each key of `extra` came from on the command line, to say where a problem is:
+    # (("timezone", "--timezone"), ("retry_backoff", "--set retry_backoff")).
+    origins: tuple[tuple[str, str], ...] = ()
 
 
-# Which command-line option each key of a new job came from, to say where a problem is.
+# Which command-line option each field of NewJob comes from, to say where a problem is.
 _OPTIONS = {
     "command": "--command",
     "schedule": "--schedule",
@@ -188,7 +191,7 @@ def add_job(text: str, job: NewJob, path: str) -> str:
     try:
         parse_config(result, path)
     except ConfigError as exc:
-        lines = _dedupe(_where(p, job.name) for p in exc.problems)
+        lines = _dedupe(_where(p, job) for p in exc.problems)
         raise CronflowError(
             f"cannot add job {job.name!r}; {path} is unchanged:\n  " + "\n  ".join(lines), 2
         ) from None
@@ -205,14 +208,16 @@ def append_block(text: str, block: str) -> str:
     return text + block.replace("\n", newline)
 
 
-def _where(problem: Problem, name: str) -> str:
-    """A problem of the new job names the option it came from; others keep file:line."""
-    key = problem.key or ""
+def _where(problem: Problem, job: NewJob) -> str:
+    """A problem of the new job names the option it came from (`--retries`, or `--set
+    retries` when it came from there); others keep file:line."""
+    key, name = problem.key or "", job.name
     if key == f"jobs.{name}":
         return f"{name}: {problem.message}"
     if key.startswith(f"jobs.{name}."):
-        option = key.removeprefix(f"jobs.{name}.").split(".")[0]
-        return f"{_OPTIONS.get(option, '--set ' + option)}: {problem.message}"
+        field = key.removeprefix(f"jobs.{name}.").split(".")[0]
+        option = dict(job.origins).get(field) or _OPTIONS.get(field) or f"--set {field}"
+        return f"{option}: {problem.message}"
     return str(problem)
 
 

@@ -44,6 +44,12 @@ class ConfigError(CronflowError):
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems), exit_code=2)
 
+    def summary(self) -> str:
+        """One line for a log or a status: the problem, or how many and the first."""
+        if len(self.problems) == 1:
+            return str(self.problems[0])
+        return f"{len(self.problems)} problems; first: {self.problems[0]}"
+
 
 class Detached(BaseException):
     """A stopping daemon leaves a remote attempt running to the daemon that starts next, which

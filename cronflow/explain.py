@@ -81,9 +81,12 @@ def _schedule(flow: Flow, job: Job, at: datetime) -> tuple[list[Reason], bool]:
         return [Reason("schedule", text, at), *reasons], True
     before, after = flow.previous_fire(at), flow.next_fire(at)
     fields = sched.excluded_by(at, zone)
-    excluded = ", ".join(f"its {f} field ({sched.field_text(f) or '…'})" for f in fields)
+    named = [f"its {f} field ({sched.field_text(f) or '…'})" for f in fields]
     text = f"{whose} schedule {sched.text!r} ({sched.describe()}) does not fire at {_t(at, zone)}"
-    text += f": {excluded} excludes it" if excluded else ""
+    if len(named) == 1:
+        text += f": {named[0]} excludes it"
+    elif named:  # "its minute field (0) and its hour field (6) exclude it"
+        text += f": {', '.join(named[:-1])} and {named[-1]} exclude it"
     around = [f"the fire before was {_t(before, zone)}" if before else "there is no fire before",
               f"the next is {_t(after, zone)}" if after else "there is none after"]  # fmt: skip
     return [Reason("schedule", text, at), Reason("schedule", "; ".join(around)), *reasons], False

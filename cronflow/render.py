@@ -47,7 +47,7 @@ def fitted_table(
     from cronflow.columns import fit
 
     names, texts = fit(columns, rows, terminal_width() if width == -1 else width)
-    table(names, texts, title)
+    table(names, texts, title, narrow=False)
 
 
 # Piped, a newline, tab or other control character in a cell (a multi-line description) is a
@@ -55,10 +55,17 @@ def fitted_table(
 _ONE_LINE = dict.fromkeys([*range(32), 127], " ")
 
 
-def table(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str | None = None) -> None:
-    """A table: rich on a terminal, tab-free aligned plain text when piped."""
+def table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    title: str | None = None,
+    narrow: bool = True,
+) -> None:
+    """A table: rich on a terminal, tab-free aligned plain text when piped. A table wider than
+    the terminal is narrowed by rich, or with `narrow=False` (fitted already: what is left
+    must not be cut) printed in full, its lines wrapped by the terminal."""
     if is_terminal():
-        if title is None and _drawn_as_rich_would(columns, rows):
+        if title is None and _drawn_as_rich_would(columns, rows, narrow):
             return
         from rich.table import Table
         from rich.text import Text
@@ -68,7 +75,15 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str | No
             rich_table.add_column(column, no_wrap=True)  # fitted before: never wrap a time
         for row in rows:  # Text: a description's "[x]" or ":name:" is shown as written
             rich_table.add_row(*map(Text, row))
-        console().print(rich_table)
+        out = console()
+        if narrow:
+            out.print(rich_table)
+            return
+        from rich.measure import Measurement
+
+        natural = Measurement.get(out, out.options.update(width=10**6), rich_table).maximum
+        out.width = max(out.width, natural)  # print's own `width` is capped at the terminal's
+        out.print(rich_table, crop=False)
         return
     if title:
         print(title)
@@ -82,11 +97,14 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str | No
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-def _drawn_as_rich_would(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> bool:
+def _drawn_as_rich_would(
+    columns: Sequence[str], rows: Sequence[Sequence[str]], narrow: bool = True
+) -> bool:
     """Print the table as rich draws it (header in bold, every cell padded to its column's
     width, two spaces between columns) without rich's Table, and say so; False, printing
     nothing, when rich would draw something else: a table wider than the terminal (rich
-    narrows its columns), or a cell with a control character.
+    narrows its columns; with `narrow=False` the lines are printed in full and wrap), or a
+    cell with a control character.
 
     rich measures, pads and crops each cell as a renderable: 0.7 s for `cronflow list` of
     1,000 jobs (7,000 cells), against a few milliseconds for the same lines built here.
@@ -102,7 +120,7 @@ def _drawn_as_rich_would(columns: Sequence[str], rows: Sequence[Sequence[str]]) 
     lengths = [[len(c) if c.isascii() else cell_len(c) for c in row] for row in every]
     widths = [max(column) for column in zip(*lengths, strict=True)]
     out = console()
-    if sum(widths) + 2 * (len(widths) - 1) > out.width:
+    if narrow and sum(widths) + 2 * (len(widths) - 1) > out.width:
         return False
     lines = [
         "  ".join(
@@ -191,7 +209,8 @@ def relative(moment: datetime, now: datetime) -> str:
 
 def job_table(views: Sequence[Any], now: datetime, width: int | None = -1) -> None:
     """`cronflow list`; DESCRIPTION only when a job has one. At 80 columns TIMEZONE goes first,
-    then WHEN, SCHEDULE, DESCRIPTION and LAST; JOB and NEXT FIRE stay."""
+    then WHEN, SCHEDULE, DESCRIPTION and LAST; JOB and NEXT FIRE stay, and when even they do
+    not fit, NEXT FIRE loses its "(in …)" and then a long JOB name is cut."""
     from cronflow.columns import Column, time_cell
 
     described = any(v.description for v in views)
@@ -221,9 +240,9 @@ def job_table(views: Sequence[Any], now: datetime, width: int | None = -1) -> No
             row.append(v.description or "")
         rows.append(row)
     columns = [
-        Column("JOB"),
+        Column("JOB", cut_last=True),
         Column("SCHEDULE", value=30),
-        Column("WHEN", value=20, cut=True),
+        Column("WHEN", value=20),  # dropped, never cut: "at 03:00 every d…" misleads
         Column("TIMEZONE", value=10),
         Column("NEXT FIRE"),
         Column("LAST", value=50),
@@ -281,7 +300,11 @@ def run_summary(runs: Sequence[Any]) -> None:
             os.dup2(devnull, stream.fileno())
 
 
-def _run_table(runs: Sequence[Any]) -> None:
+def _run_table(runs: Sequence[Any], width: int | None = -1) -> None:
+    """The summary after `cronflow run`, fitted like the other tables: the NOTE is cut, then
+    ATTEMPTS, EXIT and DURATION go; a long JOB name is cut last."""
+    from cronflow.columns import Column
+
     rows = [
         [
             str(r.run_id),
@@ -294,7 +317,16 @@ def _run_table(runs: Sequence[Any]) -> None:
         ]
         for r in runs
     ]
-    table(["RUN", "JOB", "STATUS", "ATTEMPTS", "DURATION", "EXIT", "NOTE"], rows)
+    columns = [
+        Column("RUN"),
+        Column("JOB", cut_last=True),
+        Column("STATUS"),
+        Column("ATTEMPTS", value=10),
+        Column("DURATION", value=30),
+        Column("EXIT", value=20),
+        Column("NOTE", value=40, cut=True, min_cut=20),
+    ]
+    fitted_table(columns, rows, width=width)
 
 
 def _seconds(value: float | None) -> str:
@@ -391,7 +423,7 @@ def history_table(
     ]
     columns = [
         Column("RUN"),
-        Column("JOB"),
+        Column("JOB", cut_last=True),
         Column("LOGICAL TIME"),
         Column("TRIGGER", value=10),
         Column("STATUS"),
@@ -404,15 +436,26 @@ def history_table(
     fitted_table(columns, rows, width=width)
 
 
-def workers_table(workers: Sequence[dict[str, Any]], zone: tzinfo, now: datetime) -> None:
-    """`cronflow workers`: one row per live worker, what it runs now, its last heartbeat."""
-    rows = []
+def workers_table(
+    workers: Sequence[dict[str, Any]], zone: tzinfo, now: datetime, width: int | None = -1
+) -> None:
+    """`cronflow workers`: one row per live worker, what it runs now, its last heartbeat;
+    fitted like the other tables (RUNNING and QUEUES are cut, never the HEARTBEAT's time)."""
+    from cronflow.columns import Column, time_cell
+
+    rows: list[list[Cell]] = []
     for w in workers:
         running = ", ".join(f"{r['job']} (run {r['run_id']})" for r in w["running"]) or "-"
         beat = datetime.fromisoformat(w["heartbeat"]) if w.get("heartbeat") else None
-        seen = f"{when(beat, zone)} ({relative(beat, now)})" if beat else "-"
+        seen = time_cell(beat, zone, now, f" ({relative(beat, now)})") if beat else "-"
         rows.append([w["hostname"], ", ".join(w["queues"]), running, seen])
-    table(["HOSTNAME", "QUEUES", "RUNNING", "HEARTBEAT"], rows)
+    columns = [
+        Column("HOSTNAME", cut_last=True),
+        Column("QUEUES", cut=True),
+        Column("RUNNING", cut=True, min_cut=20),
+        Column("HEARTBEAT"),
+    ]
+    fitted_table(columns, rows, width=width)
 
 
 def log_lines(lines: Sequence[Any], _zone: object = None) -> None:
@@ -475,7 +518,7 @@ def status_report(
         remote = any(r.get("host") for r in runs)
         columns = [
             Column("RUN"),
-            Column("JOB"),
+            Column("JOB", cut_last=True),
             Column("STATUS"),
             Column("LOGICAL TIME"),
             *([Column("HOST", value=20)] if remote else []),
@@ -496,7 +539,8 @@ def status_report(
     if report.get("paused"):
         _section("paused flows")
         rows = [[p["flow"], p["job"]] for p in report["paused"]]
-        fitted_table([Column("FLOW"), Column("PAUSED BY")], rows, width=width)
+        flow, by = Column("FLOW", cut_last=True), Column("PAUSED BY", cut_last=True)
+        fitted_table([flow, by], rows, width=width)
     if "workers" in report:
         _workers_section(report, zone)
     if not report["next"]:
@@ -507,7 +551,8 @@ def status_report(
     for item in report["next"][:10]:
         moment = datetime.fromisoformat(item["next_fire"])
         rows.append([item["job"], time_cell(moment, zone, now), relative(moment, now)])
-    fitted_table([Column("JOB"), Column("NEXT FIRE"), Column("IN", value=10)], rows, width=width)
+    columns = [Column("JOB", cut_last=True), Column("NEXT FIRE"), Column("IN", value=10)]
+    fitted_table(columns, rows, width=width)
 
 
 def _section(title: str) -> None:

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 from cronflow import wording
 from cronflow.calendar_words import DAY_NAMES, DAY_WORDS, MONTH_NAMES, MONTH_WORDS
-from cronflow.units import gap_end, parse_duration
+from cronflow.units import gap_end, parse_duration, toml_text
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MINUTE = timedelta(minutes=1)
@@ -420,7 +420,7 @@ def parse_schedule(text: str) -> Schedule:
     jobs, reloads and `cronflow list` share one. A refused text is not cached.
     """
     if not isinstance(text, str):
-        raise ScheduleError(f"expected a schedule as text, got {text!r}")
+        raise ScheduleError(f"expected a schedule as text, got {toml_text(text)}")
     return _compiled(text)
 
 

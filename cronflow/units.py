@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 _DURATION_RE = re.compile(r"(?:(\d+)([smhd]))")
 _DURATION_WHOLE_RE = re.compile(r"(?:\d+[smhd])+")
@@ -33,41 +33,65 @@ _URL_IN_TEXT = r"[A-Za-z][A-Za-z0-9+.-]*://\S+"
 MAX_DURATION = 100 * 365 * 86400  # a century: beyond it, dates leave what datetime can hold
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def toml_text(value: object) -> str:
+    """A value from a job file as TOML spells it, for messages: `true`, `3`, `'soon'`,
+    `[1, 'a']`, `{ A = 1 }`, `2026-12-07T07:00:00` (never Python's `True` or `datetime(...)`).
+    A string keeps its quotes, written as a TOML literal string where Python's would be one."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(map(toml_text, value)) + "]"
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        pairs = (
+            f"{k if _BARE_KEY.fullmatch(str(k)) else toml_text(str(k))} = {toml_text(v)}"
+            for k, v in value.items()
+        )
+        return "{ " + ", ".join(pairs) + " }"
+    return repr(value)  # a string ('soon'), an int, a float (inf, nan and 1.5 alike)
+
+
 def parse_duration(value: object) -> float:
     """Seconds in a duration: "1h30m", "90s", or an int of seconds. ValueError otherwise."""
     seconds = _duration_seconds(value)
     if seconds > MAX_DURATION:
-        raise ValueError(f"{value!r} is longer than 100 years")
+        raise ValueError(f"{toml_text(value)} is longer than 100 years")
     return seconds
 
 
 def _duration_seconds(value: object) -> float:
     if isinstance(value, bool):
-        raise ValueError(f"expected {DURATION_HELP}, got {value!r}")
+        raise ValueError(f"expected {DURATION_HELP}, got {toml_text(value)}")
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"must not be negative, got {value}")
         return float(value)
     if not isinstance(value, str):
-        raise ValueError(f"expected {DURATION_HELP}, got {value!r}")
+        raise ValueError(f"expected {DURATION_HELP}, got {toml_text(value)}")
     text = value.strip()
     if text.isdigit():
         return float(text)
     if not _DURATION_WHOLE_RE.fullmatch(text):
-        raise ValueError(f"expected {DURATION_HELP}, got {value!r}")
+        raise ValueError(f"expected {DURATION_HELP}, got {toml_text(value)}")
     return float(sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_RE.findall(text)))
 
 
 def parse_size(value: object) -> int:
     """Bytes in a size: "512KiB", "1MiB", or an int of bytes. ValueError otherwise."""
     if isinstance(value, bool):
-        raise ValueError(f"expected {SIZE_HELP}, got {value!r}")
+        raise ValueError(f"expected {SIZE_HELP}, got {toml_text(value)}")
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"must not be negative, got {value}")
         return value
     if not isinstance(value, str) or not (m := re.fullmatch(_SIZE, value.strip())):
-        raise ValueError(f"expected {SIZE_HELP}, got {value!r}")
+        raise ValueError(f"expected {SIZE_HELP}, got {toml_text(value)}")
     return int(m.group(1)) * _SIZE_FACTOR[m.group(2)]
 
 

@@ -169,7 +169,7 @@ def test_a_terminal_table_looks_as_rich_draws_it(
     assert render._drawn_as_rich_would(columns, rows) is drawn_here
     raw = capsys.readouterr().out
     here = ansi.sub("", raw)
-    monkeypatch.setattr(render, "_drawn_as_rich_would", lambda columns, rows: False)
+    monkeypatch.setattr(render, "_drawn_as_rich_would", lambda columns, rows, narrow=True: False)
     render.table(columns, rows)
     by_rich = capsys.readouterr().out
     if drawn_here:
@@ -189,3 +189,87 @@ def test_a_piped_table_has_one_line_per_row(capsys: pytest.CaptureFixture[str]) 
         "a    first second third",
         "bb   plain",
     ]
+
+
+LONG_NAME = "a-very-long-job-name-for-the-nightly-export-of-every-customer-record-1234567890"
+
+
+def long_named_views() -> list[JobView]:
+    fire = (NOW + timedelta(hours=12, minutes=43)).astimezone(BERLIN)
+    return [
+        JobView(LONG_NAME, None, "0 3 * * *", "at 03:00 every day", "Europe/Berlin", fire,
+                "success", (), None, True),
+        JobView("short", None, "0 3 * * *", "at 03:00 every day", "Europe/Berlin", fire,
+                None, (), None, True),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("width", range(24, 221, 4))
+def test_list_never_cuts_a_time_or_when_but_the_name_gives_way(
+    width: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A long job name at any width: NEXT FIRE whole (its "(in …)" whole or gone), WHEN whole
+    or gone; JOB is what is cut, and only when nothing else is left to give."""
+    render.job_table(long_named_views(), NOW, width=width)
+    lines = capsys.readouterr().out.splitlines()
+    assert all(len(line) <= width for line in lines), lines
+    header, first, second = lines
+    assert re.search(r"(2026-11-30 )?21:43( CET)?( \(in 12h 43m\))?(  |$)", first), first
+    assert "(" not in first or "(in 12h 43m)" in first
+    assert ("WHEN" in header) == ("at 03:00 every day" in first)
+    rest = first.split(None, 1)[1]  # after the name
+    assert "every" not in rest.replace("at 03:00 every day", "")
+    if LONG_NAME not in first:  # cut only once every droppable column and the "(in …)" are gone
+        assert header.split() == ["JOB", "NEXT", "FIRE"] and "(in" not in first
+        assert first.split()[0].endswith("…")
+        assert LONG_NAME.startswith(first.split()[0][:-1])
+    assert second.split()[0] == "short"
+
+
+def test_the_relative_part_goes_before_the_name_is_cut(capsys: pytest.CaptureFixture[str]) -> None:
+    name = LONG_NAME[:54]
+    view = long_named_views()[0]._replace(name=name)
+    render.job_table([view], NOW, width=60)  # 54 + 2 + "NEXT FIRE" does not fit either
+    assert capsys.readouterr().out.splitlines()[1] == f"{name[:48]}…  21:43"
+    render.job_table([view], NOW, width=67)
+    assert capsys.readouterr().out.splitlines()[1] == f"{name}  21:43"
+
+
+def test_too_narrow_for_anything_the_table_is_wider_not_cut() -> None:
+    columns = [Column("JOB", cut_last=True), Column("NEXT FIRE"), Column("LAST", value=1)]
+    cell = Time("2026-11-30 21:43 CET", "21:43", " (in 12h 43m)")
+    names, rows = fit(columns, [[LONG_NAME, cell, "success"]], 10)
+    assert names == ["JOB", "NEXT FIRE"]
+    assert rows == [[LONG_NAME[:11] + "…", "21:43"]]  # cut to min_cut (12) and no further
+
+
+def test_history_with_a_long_job_name_keeps_its_times(capsys: pytest.CaptureFixture[str]) -> None:
+    run = SimpleNamespace(
+        run_id=7, job=LONG_NAME, logical_time=NOW - timedelta(days=1), trigger="schedule",
+        status="failed", attempts=1, started_at=NOW - timedelta(days=1), duration=1.0,
+        exit_code=1, host=None,
+    )  # fmt: skip
+    render.history_table([run], UTC, NOW, width=60)
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["RUN", "JOB", "LOGICAL", "TIME", "STATUS"]
+    assert row.split()[2:] == ["11-29", "08:00", "failed"]
+    assert row.split()[1].endswith("…") and len(row) <= 60
+
+
+def test_a_fitted_table_wider_than_the_terminal_is_not_narrowed_by_rich(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Drawn here or by rich (a control character in a cell), a fitted table that cannot fit
+    keeps every character: the terminal wraps the line, no time loses its minutes."""
+    from rich.console import Console
+
+    monkeypatch.setattr(render, "is_terminal", lambda: True)
+    monkeypatch.setattr(
+        render, "console", lambda stderr=False: Console(width=30, force_terminal=True)
+    )
+    columns = [Column("JOB", cut_last=True), Column("NEXT FIRE"), Column("NOTE", cut=True)]
+    for note in ("plain note", "tab\there"):
+        row = ["job-name-of-20-chars", Time("x", "11-30 21:43"), note]
+        render.fitted_table(columns, [row], width=30)
+        out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+        assert "job-name-of…  11-30 21:43" in out, out  # 37 wide: JOB at min_cut, no further

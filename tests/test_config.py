@@ -105,7 +105,29 @@ enabled = false
         ),
         (
             "retries = true",
-            "jobs.toml:3: jobs.a.retries: must be a whole number from 0 to 1000, got True",
+            "jobs.toml:3: jobs.a.retries: must be a whole number from 0 to 1000, got true",
+        ),
+        # a value is echoed as TOML spells it, never as Python's repr (True, datetime(...))
+        (
+            "jitter = true",
+            'jobs.toml:3: jobs.a.jitter: expected a duration like "90s", '
+            '"5m", "1h30m", "2d", or a whole number of seconds, got true',
+        ),
+        (
+            "max_log_bytes = [false]",
+            "jobs.toml:3: jobs.a.max_log_bytes: expected a size like "
+            '"512KiB", "1MiB", or a whole number of bytes, got [false]',
+        ),
+        (
+            "schedule = 2026-12-07T07:00:00",
+            "jobs.toml:3: jobs.a.schedule: must be a string like "
+            '"0 3 * * *" or "@daily", got 2026-12-07T07:00:00',
+        ),
+        ("env = { A = false }", "jobs.toml:3: jobs.a.env: values must be strings; A is false"),
+        (
+            "after = [1, true]",
+            "jobs.toml:3: jobs.a.after: must be a job name or a list of job "
+            'names (after = ["up"]), got [1, true]',
         ),
         ('timeout = "1h30"', "jobs.toml:3: jobs.a.timeout: expected a duration"),
         ("timeout = -5", "jobs.toml:3: jobs.a.timeout: must not be negative"),
@@ -154,6 +176,14 @@ timeout = "soon"
 def test_toml_syntax_error_has_line_and_column() -> None:
     assert problems('[jobs.a]\ncommand = "x\n') == [
         "jobs.toml:2: TOML syntax: Illegal character '\\n' (column 13)"
+    ]
+
+
+def test_a_byte_order_mark_is_named_as_such() -> None:
+    """Notepad's BOM: refused with its name and the fix, not "Invalid statement"."""
+    assert problems('\ufeff[jobs.a]\ncommand = "x"\n') == [
+        "jobs.toml:1: starts with a byte-order mark (BOM); save it as UTF-8 without a BOM "
+        "(`sed -i '1s/^\\xEF\\xBB\\xBF//' FILE` removes it)"
     ]
 
 
@@ -294,6 +324,43 @@ def test_graph_problems_show_beside_key_problems() -> None:
         "jobs.toml:7: jobs.b.schedule: only jobs without 'after' may have a schedule; "
         "b runs after ghost",
     ]
+
+
+def test_graph_problems_of_a_job_with_key_problems_show_at_once() -> None:
+    """The job whose keys are wrong still has its `after` checked: unknown targets, a cycle
+    and a schedule after an upstream, beside the key problems (not one fix later)."""
+    found = problems(
+        '[jobs.d]\ncommand = "x"\nafter = ["ghost"]\nretires = 1\n'
+        '[jobs.c]\ncommand = "x"\nafter = ["e"]\njitter = "soon"\n'
+        '[jobs.e]\nafter = ["c"]\n'
+        '[jobs.f]\ncommand = "x"\nafter = 3\nschedule = "0 3 * * *"\n'
+        '[jobs.g]\ncommand = "x"\nafter = ["f"]\nschedule = "@daly"\n'
+    )
+    assert found == [
+        "jobs.toml:3: jobs.d.after: unknown job 'ghost'",
+        "jobs.toml:4: jobs.d.retires: unknown key (did you mean 'retries'?)",
+        "jobs.toml:7: jobs.c.after: cycle: c -> e -> c",
+        'jobs.toml:8: jobs.c.jitter: expected a duration like "90s", "5m", "1h30m", "2d", or '
+        "a whole number of seconds, got 'soon'",
+        "jobs.toml:9: jobs.e: missing required key 'command'",
+        "jobs.toml:13: jobs.f.after: must be a job name or a list of job names "
+        '(after = ["up"]), got 3',
+        "jobs.toml:18: jobs.g.schedule: unknown schedule '@daly'; expected 5 cron fields "
+        "(minute hour day-of-month month day-of-week), @yearly, @annually, @monthly, @weekly, "
+        "@daily, @midnight, @hourly, @every DURATION, @reboot or @at DATE-TIME",
+        "jobs.toml:18: jobs.g.schedule: only jobs without 'after' may have a schedule; "
+        "g runs after f",
+    ]
+
+
+def test_a_flow_with_a_broken_job_is_not_checked_for_its_roots_schedules() -> None:
+    """a did not parse: whether a and b share a schedule is not known yet, so not said."""
+    found = problems(
+        '[jobs.a]\ncommand = "x"\nschedule = "@daily"\ntimeout = "1h30"\n'
+        '[jobs.b]\ncommand = "x"\nschedule = "@hourly"\n'
+        '[jobs.c]\ncommand = "x"\nafter = ["a", "b"]\n'
+    )
+    assert [p.split(": ", 2)[1] for p in found] == ["jobs.a.timeout"]
 
 
 def test_array_of_jobs_tables_is_located() -> None:

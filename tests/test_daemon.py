@@ -175,3 +175,18 @@ def test_the_daemon_wakes_a_little_before_a_fire_for_the_kernels_timer_slack(
     harness.clock.advance(wait)
     last = harness.daemon._seconds_to_next_event(None)
     assert 0 < last <= 0.004 + 1e-9  # the short second sleep
+
+
+def test_a_bad_edit_is_logged_as_one_problem_or_as_a_count(
+    berlin_daily: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log line for a single typo used to be "1 problems; first: …"."""
+    h = berlin_daily
+    h.config.write_text('[jobs.backup]\ncommand = "x"\nretires = 3\n')
+    h.daemon._reload()
+    one = f"{h.config}:3: jobs.backup.retires: unknown key (did you mean 'retries'?)"
+    assert h.daemon.config_error == one
+    assert caplog.records[-1].getMessage().endswith(f"(keeping the last good configuration): {one}")
+    h.config.write_text('[jobs.backup]\ncommand = "x"\nretires = 3\njitter = true\n')
+    h.daemon._reload()
+    assert h.daemon.config_error == f"2 problems; first: {one}"

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from cronflow import health
 from cronflow.config import load_config
 from cronflow.explain import explain, latest_due
@@ -75,6 +77,25 @@ def test_why_a_time_the_schedule_does_not_match_names_the_field_and_the_fires_ar
         "schedule: the fire before was 2026-01-01T01:00:00+00:00; "
         "the next is 2026-01-01T02:00:00+00:00"
     )
+
+
+@pytest.mark.parametrize(
+    ("schedule", "moment", "excluded"),
+    [
+        ("0 6 * * *", at(1, 30), "its minute field (0) and its hour field (6) exclude it"),
+        (
+            "0 6 2 * *",
+            at(1, 30),
+            "its minute field (0), its hour field (6) and its day-of-month field (2) exclude it",
+        ),
+    ],
+)
+def test_why_several_fields_exclude_a_time(
+    tmp_path: Path, schedule: str, moment: datetime, excluded: str
+) -> None:
+    text = FLOW.replace("{folder}", str(tmp_path)).replace("0 * * * *", schedule)
+    found = why(LiveDaemon(tmp_path, text, START), "extract", moment)
+    assert found[0].endswith(f"does not fire at 2026-01-01T01:30:00+00:00: {excluded}"), found[0]
 
 
 def test_why_names_a_dst_gap(tmp_path: Path) -> None:

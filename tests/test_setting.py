@@ -166,3 +166,22 @@ def test_add_set_problems_name_the_key(job_file: Path) -> None:
     with pytest.raises(CronflowError, match="--set: jitter is given twice"):
         jobfile.add("x", "true", sets=["jitter=1", "jitter=2"], config=job_file)
     assert job_file.read_text() == FILE
+
+
+def test_add_problems_name_the_option_they_came_from(job_file: Path) -> None:
+    """`--set retries=abc` is reported under `--set retries`, not `--retries`; `--timezone`,
+    `--retry-delay` and the other named options under their own name, not `--set KEY`."""
+    with pytest.raises(CronflowError) as e:
+        jobfile.add("x", "true", sets=["retries=abc"], config=job_file)
+    assert e.value.message.splitlines()[1:] == [
+        "  --set retries: must be a whole number from 0 to 1000, got 'abc'"
+    ]
+    with pytest.raises(CronflowError) as e:
+        jobfile.add(
+            "x", "true", retries=9999, timezone="Mars", retry_delay="5x", overlap="wait",
+            env=["A=1"], sets=["retry_backoff=0", "env.B=2"], config=job_file,
+        )  # fmt: skip
+    assert [line.split(":")[0].strip() for line in e.value.message.splitlines()[1:]] == [
+        "--retries", "--retry-delay", "--timezone", "--overlap", "--set retry_backoff",
+    ]  # fmt: skip
+    assert job_file.read_text() == FILE

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from cronflow.schedule import parse_schedule
-from cronflow.units import mask_url, parse_since, parse_time
+from cronflow.units import mask_url, parse_since, parse_time, toml_text
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -81,3 +81,24 @@ def test_since_names_a_too_long_duration_as_such() -> None:
 )
 def test_mask_url_hides_passwords(url: str, shown: str) -> None:
     assert mask_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("value", "spelled"),
+    [
+        (True, "true"),
+        (False, "false"),
+        (3, "3"),
+        (1.5, "1.5"),
+        (float("inf"), "inf"),
+        ("soon", "'soon'"),
+        ([1, True, "a"], "[1, true, 'a']"),
+        ({}, "{}"),
+        ({"A": False, "two words": 1}, "{ A = false, 'two words' = 1 }"),
+        (datetime(2026, 12, 7, 7, 0), "2026-12-07T07:00:00"),
+        (date(2026, 12, 7), "2026-12-07"),
+        (time(7, 30), "07:30:00"),
+    ],
+)
+def test_values_are_shown_as_toml_spells_them(value: object, spelled: str) -> None:
+    assert toml_text(value) == spelled

@@ -114,6 +114,9 @@ def add(
         "env_file": env_file[0] if env_file and len(env_file) == 1 else env_file or None,
     }
     given = [((key,), value) for key, value in named.items() if value is not None]
+    origins = {key: "--" + key.replace("_", "-") for (key,), _ in given}
+    if env:
+        origins["env"] = "--env"
     for entry in env or ():
         variable, eq, value = entry.partition("=")
         if not eq:
@@ -131,9 +134,10 @@ def add(
         if each.key[0] in taken and not (each.key[0] == "env" and len(each.key) > 1):
             raise CronflowError(f"--set: {each.name} is also given as an option", 2)
         given.append((each.key, each.value))
+        origins.setdefault(each.key[0], f"--set {each.key[0]}")
     job = editing.NewJob(
         name, command, schedule, upstreams, retries, timeout, on_failure, description,
-        extra=tuple(given),
+        extra=tuple(given), origins=tuple(origins.items()),
     )  # fmt: skip
     result = editing.add_job(text, job, str(path))
     if dry_run:

@@ -139,7 +139,7 @@ class Dashboard(App[None]):
             self.config = load_config(self.config_path)
             self.config_error = None
         except ConfigError as exc:
-            self.config_error = f"{len(exc.problems)} problems; first: {exc.problems[0]}"
+            self.config_error = exc.summary()
         except CronflowError as exc:
             self.config_error = exc.message
 
