@@ -11,7 +11,8 @@ suffix (" (in 2h 5m)"). Fitting goes in steps and stops at the first that fits `
 4. columns dropped, least `value` first, until the rest fits (the cut columns then get back
    the room that freed). Columns with `value=None` are never dropped;
 5. the relative suffixes of times dropped, each as a whole;
-6. columns marked `cut_last` (job names) shortened with "…", down to `min_cut` each.
+6. columns marked `cut_last` (job names) shortened with "…", down to `min_cut` each — though
+   in step 3 already a name longer than NAME_ROOM is cut to it, before any column is dropped.
 
 A time is never shortened, and no column is cut but those marked: a plain-English schedule cut
 in the middle reads as something else, so such a column is dropped instead. When even step 6
@@ -31,6 +32,10 @@ ELLIPSIS = "…"
 
 # Column and Time are NamedTuples rather than frozen dataclasses: as immutable, and cheaper
 # to create (a dataclass compiles its methods when its module is imported).
+#: A name is cut to this (in step 3) before a column is dropped for it.
+NAME_ROOM = 32
+
+
 class Column(NamedTuple):
     name: str
     value: int | None = None  # None: never dropped; else lower values are dropped first
@@ -80,7 +85,10 @@ def fit(
     if width is None or _total(columns, texts, keep) <= width:
         return _select(columns, texts, keep)
     texts = [[c.compact + c.suffix if isinstance(c, Time) else c for c in row] for row in rows]
-    free_text = [c.cut for c in columns]
+    # Free text gives way first; a long name gives way to NAME_ROOM before a column is dropped.
+    free_text = [
+        max(c.min_cut, NAME_ROOM) if c.cut_last else c.min_cut if c.cut else None for c in columns
+    ]
     values = {i: c.value for i, c in enumerate(columns) if c.value is not None}
     droppable = sorted(values, key=lambda i: values[i])
     while True:
@@ -93,7 +101,7 @@ def fit(
     texts = [[c.compact if isinstance(c, Time) else c for c in row] for row in rows]
     cut, fits = _cut_to(columns, texts, keep, width, free_text)
     if not fits:
-        names = [c.cut or c.cut_last for c in columns]
+        names = [c.min_cut if c.cut or c.cut_last else None for c in columns]
         cut, fits = _cut_to(columns, texts, keep, width, names)
     return _select(columns, cut, keep)
 
@@ -111,17 +119,17 @@ def _cut_to(
     texts: list[list[str]],
     keep: list[int],
     width: int,
-    cuttable: Sequence[bool],
+    shortest: Sequence[int | None],
 ) -> tuple[list[list[str]], bool]:
-    """`texts` with the `cuttable` columns shortened so that the kept columns fit, and True;
-    if they cannot without going below `min_cut`, the texts with those columns cut as far as
-    that, and False."""
+    """`texts` with the columns that have a `shortest` width shortened so that the kept
+    columns fit, and True; if they cannot without going below it, the texts with those
+    columns cut as far as that, and False."""
     over = _total(columns, texts, keep) - width
     if over <= 0:
         return texts, True
     widths = dict(zip(keep, _widths(columns, texts, keep), strict=True))
-    cut = [i for i in keep if cuttable[i]]
-    room = {i: max(widths[i] - max(columns[i].min_cut, len(columns[i].name)), 0) for i in cut}
+    cut = [i for i in keep if shortest[i] is not None]
+    room = {i: max(widths[i] - max(shortest[i] or 0, len(columns[i].name)), 0) for i in cut}
     fits = sum(room.values()) >= over
     limits = dict(widths)
     for i in sorted(cut, key=lambda i: -widths[i]):  # the widest gives first

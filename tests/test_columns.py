@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from cronflow import render
-from cronflow.columns import Column, Time, fit, time_cell
+from cronflow.columns import NAME_ROOM, Column, Time, fit, time_cell
 from cronflow.overview import JobView
 
 NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
@@ -209,7 +209,8 @@ def test_list_never_cuts_a_time_or_when_but_the_name_gives_way(
     width: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A long job name at any width: NEXT FIRE whole (its "(in …)" whole or gone), WHEN whole
-    or gone; JOB is what is cut, and only when nothing else is left to give."""
+    or gone; JOB is what is cut: to NAME_ROOM before a column goes, shorter only when nothing
+    else is left to give."""
     render.job_table(long_named_views(), NOW, width=width)
     lines = capsys.readouterr().out.splitlines()
     assert all(len(line) <= width for line in lines), lines
@@ -219,20 +220,21 @@ def test_list_never_cuts_a_time_or_when_but_the_name_gives_way(
     assert ("WHEN" in header) == ("at 03:00 every day" in first)
     rest = first.split(None, 1)[1]  # after the name
     assert "every" not in rest.replace("at 03:00 every day", "")
-    if LONG_NAME not in first:  # cut only once every droppable column and the "(in …)" are gone
-        assert header.split() == ["JOB", "NEXT", "FIRE"] and "(in" not in first
-        assert first.split()[0].endswith("…")
-        assert LONG_NAME.startswith(first.split()[0][:-1])
+    name = first.split()[0]
+    if name != LONG_NAME:  # cut to NAME_ROOM before anything else goes; below it only at the end
+        assert name.endswith("…") and LONG_NAME.startswith(name[:-1])
+        if len(name) < NAME_ROOM:
+            assert header.split() == ["JOB", "NEXT", "FIRE"] and "(in" not in first
     assert second.split()[0] == "short"
 
 
-def test_the_relative_part_goes_before_the_name_is_cut(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_long_name_gives_way_to_name_room_first(capsys: pytest.CaptureFixture[str]) -> None:
     name = LONG_NAME[:54]
     view = long_named_views()[0]._replace(name=name)
     render.job_table([view], NOW, width=60)  # 54 + 2 + "NEXT FIRE" does not fit either
-    assert capsys.readouterr().out.splitlines()[1] == f"{name[:48]}…  21:43"
-    render.job_table([view], NOW, width=67)
-    assert capsys.readouterr().out.splitlines()[1] == f"{name}  21:43"
+    assert capsys.readouterr().out.splitlines()[1] == f"{name[:39]}…  21:43 (in 12h 43m)"
+    render.job_table([view], NOW, width=48)  # past NAME_ROOM: the "(in …)" goes first
+    assert capsys.readouterr().out.splitlines()[1] == f"{name[:36]}…  21:43"
 
 
 def test_too_narrow_for_anything_the_table_is_wider_not_cut() -> None:
