@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from cronflow import recovery
 from cronflow.engine import Engine, FlowRun, Observer
 from cronflow.errors import CronflowError
 from cronflow.flows import FAILED
@@ -64,6 +65,19 @@ def plan(
     jobs = (job,) if only else config.downstream(job)
     return FlowRun(
         config, config.flow_of(job).name, jobs, logical_time, trigger, ignore_past=ignore_past
+    )
+
+
+def recover(
+    store: Store, config: Config, now: datetime, tell: Callable[[str], None]
+) -> list[RunRecord]:
+    """Before a `cronflow run` runs anything: the runs of `cronflow run`s that died (SIGKILL,
+    the OOM killer) become `lost`, what they left running stopped first, so users without a
+    daemon never keep runs `running` forever. Not retried: a `cronflow run` is no scheduler,
+    and it would run someone else's job in this terminal. A dead daemon's scheduled runs are
+    left to the next daemon start, which retries them (see `recovery.without_daemon`)."""
+    return recovery.recover(
+        store, config, now, note=recovery.RUN_NOTE, tell=tell, select=recovery.without_daemon
     )
 
 
