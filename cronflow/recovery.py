@@ -47,6 +47,17 @@ def owner_alive(run: Unfinished) -> bool:
     return owner.alive()
 
 
+def gone_note(run: Unfinished) -> str:
+    """What a reader says about an unfinished run whose owner is gone (readers never write)."""
+    who = f"pid {run.owner_pid}" if run.owner_pid is not None else "unknown"
+    later = (
+        "the next `cronflow run` or daemon start marks it lost"
+        if run.run.trigger in WITHOUT_DAEMON and not run.remote
+        else "the next daemon start marks it lost"
+    )
+    return f"its cronflow process ({who}) is gone; {later}"
+
+
 def dead_owned(store: Store) -> list[Unfinished]:
     """Unfinished runs whose owner process is gone, oldest first."""
     return [u for u in store.unfinished_runs() if not owner_alive(u)]
