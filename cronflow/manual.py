@@ -191,8 +191,8 @@ class _Feed:
     One write transaction records a batch (growing from `flows_at_once` to CREATE_AHEAD flow
     runs), not one per flow run: a long backfill costs a third fewer commits. Rows created but
     not started when the run is stopped are deleted again (`forget_rest`): history shows what
-    ran. A `cronflow run` killed outright leaves at most one batch `queued`, which a daemon
-    marks `lost` (not retried: no attempt was spent).
+    ran. A `cronflow run` killed outright leaves at most one batch `queued`, which the next
+    `cronflow run` or daemon start marks `lost` (`recover`; not retried).
     """
 
     def __init__(self, engine: Engine, plans: list[FlowRun], flows_at_once: int) -> None:
@@ -217,8 +217,8 @@ class _Feed:
     def forget_rest(self) -> None:
         """Delete the created flow runs that will not start now."""
         if self.ready:
-            # A store that refuses (disk full) leaves them `queued`: a daemon marks them `lost`;
-            # the backfill still reports how it ended.
+            # A store that refuses (disk full) leaves them `queued`: a later recovery marks
+            # them `lost`; the backfill still reports how it ended.
             with contextlib.suppress(CronflowError):
                 self.engine.store.forget_flow_runs([fr for _, fr, _ in self.ready])
             self.ready.clear()
