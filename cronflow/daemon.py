@@ -21,10 +21,10 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cronflow import processes, spawn, timing
+from cronflow import processes, recovery, spawn, timing
 from cronflow.clock import Clock
 from cronflow.config import Config, Flow, Job, load_config
-from cronflow.engine import Engine, FlowRun, MissedFires, marker
+from cronflow.engine import Engine, FlowRun, MissedFires
 from cronflow.errors import ConfigError, CronflowError, Detached
 from cronflow.lock import Lock
 from cronflow.runner import adopt_descendants
@@ -625,17 +625,15 @@ class Daemon:
             self._launch(flow, plan, self._run_created(plan, *created))
 
     def _recover(self) -> None:
-        """Runs whose cronflow process died become `lost`. Their processes that still run are
-        stopped first, so a job never has two live attempts for one logical time; then each
-        lost job is retried while its retry budget for that logical time lasts."""
-        dead = [u for u in self.store.unfinished_runs() if not _owner_alive(u)]
-        dead = self._follow_remote(dead)
-        if dead:
-            notes = self._stop_leftovers(dead)
-            lost = self.store.mark_lost(notes, self.clock.now())
-            for run in lost:
-                log.warning("run %d of %s was left unfinished: marked lost", run.run_id, run.job)
-            self._retry_lost(lost)
+        """Runs whose cronflow process died become `lost` (see `recovery`): their processes
+        that still run are stopped first, so a job never has two live attempts for one logical
+        time; runs on remote workers are followed again instead; then each lost job is retried
+        while its retry budget for that logical time lasts."""
+        lost = recovery.recover(
+            self.store, self.config, self.clock.now(),
+            note=recovery.DAEMON_NOTE, tell=log.warning, select=self._follow_remote,
+        )  # fmt: skip
+        self._retry_lost(lost)
         self.recovered = True
 
     async def _connect_workers(self) -> None:
@@ -699,29 +697,6 @@ class Daemon:
                        {}, attach)  # fmt: skip
         log.info("following %s again (run %s on a worker)", ", ".join(attach), first.run_id)
         self._launch(flow, plan, self._run_created(plan, first.flow_run_id, run_ids))
-
-    def _stop_leftovers(self, dead: list[Unfinished]) -> dict[int, str]:
-        """Stop what the runs of a dead cronflow still run (TERM, `kill_grace`, KILL); returns
-        the note each run is marked lost with."""
-        notes: dict[int, str] = {}
-        everything: list[int] = []
-        grace = 0.0
-        for u in dead:
-            job = self.config.jobs.get(u.run.job) if self.config else None
-            pids = _leftovers(u, job)
-            note = "the daemon stopped while this ran"
-            if pids:
-                log.warning(
-                    "run %d of %s: stopping the processes it left running: %s",
-                    u.run.run_id, u.run.job, " ".join(map(str, pids)),
-                )  # fmt: skip
-                grace = max(grace, job.kill_grace if job else 10.0)
-                everything += pids
-                note += f"; its processes still running were stopped ({len(pids)})"
-            notes[u.run.run_id] = note
-        if everything:
-            processes.stop(everything, grace)
-        return notes
 
     def _retry_lost(self, lost: list[RunRecord]) -> None:
         """Retry each lost flow run once, from its lost jobs on, continuing their budgets."""
@@ -789,28 +764,6 @@ def _stored_accounted(flow: Flow, stored: dict[str, str]) -> datetime | None:
     """The latest instant to which any job of `flow` was accounted for."""
     keys = [STATE_ACCOUNTED + job for job in flow.jobs]
     return max((datetime.fromisoformat(stored[k]) for k in keys if k in stored), default=None)
-
-
-def _owner_alive(run: Unfinished) -> bool:
-    """Whether the cronflow process that drives `run` still lives (not a reused pid)."""
-    if run.owner_pid is None:
-        return False
-    if run.owner_start is None and run.owner_pid == os.getpid():  # recorded before m003
-        return False
-    owner = processes.Identity(run.boot_id or processes.boot_id(), run.owner_pid, run.owner_start)
-    return owner.alive()
-
-
-def _leftovers(run: Unfinished, job: Job | None) -> list[int]:
-    """The live processes of a dead cronflow's run: its attempts' groups, and descendants
-    that left them (found by the run's marks in their environment). None after a reboot."""
-    if run.boot_id not in (None, processes.boot_id()):
-        return []
-    marks = () if job is None else marker(job, run.run.run_id, run.run.logical_time, None)
-    found = {pid for pgid, start in run.groups for pid in processes.leftovers(pgid, start, marks)}
-    if not run.groups:  # it may have died between a spawn and its record
-        found.update(processes.carrying(marks, since=run.owner_start))
-    return sorted(found)
 
 
 def _utc(moment: datetime | None) -> datetime | None:

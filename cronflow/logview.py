@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cronflow import recovery
 from cronflow.errors import CronflowError
 from cronflow.flows import FAILED, FINISHED
 from cronflow.units import format_duration
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from cronflow.store import Store
 
 FOLLOW_POLL_SECONDS = 0.1  # `logs -f` shows a line within this (plus the engine's flush)
+OWNER_CHECK_SECONDS = 1.0  # `logs -f` looks this often whether the run's cronflow still lives
 
 __all__ = ["FAILED", "LogLine", "LogView", "find_run", "follow"]
 
@@ -55,6 +57,8 @@ class LogView:
         self.attempts: list[AttemptRecord] = []
         self.hooks: list[HookRecord] = []
         self.zone_hint = None
+        # Why the run will never end, once its cronflow process is found gone (`follow`).
+        self.owner_gone: str | None = None
         self.refresh()
 
     def refresh(self) -> None:
@@ -142,15 +146,32 @@ def _last_lines(lines: list[LogLine], count: int) -> list[LogLine]:
 
 
 def follow(view: LogView, show: Callable[[Sequence[LogLine], object], None]) -> RunRecord:
-    """Show new lines as they are stored until the run has ended; return the ended run."""
+    """Show new lines as they are stored until the run has ended, or until its cronflow
+    process is found gone (`view.owner_gone` then says so); return the run as it stands."""
     shown = {line.key for line in view.lines()}
+    next_check = 0.0
     while True:
         ended = view.run.status in FINISHED
+        if not ended and time.monotonic() >= next_check:
+            next_check = time.monotonic() + OWNER_CHECK_SECONDS
+            view.owner_gone = _owner_gone(view.store, view.run.run_id)
         view.refresh()
         new = [line for line in view.lines() if line.key not in shown]
         if new:
             show(new, view.zone_hint)
             shown.update(line.key for line in new)
-        if ended and view.run.status in FINISHED and not new:
-            return view.run
+        if view.run.status in FINISHED:
+            view.owner_gone = None  # it ended after all (its owner wrote the end, then exited)
+            if ended and not new:
+                return view.run
+        elif view.owner_gone is not None and not new:
+            return view.run  # its output is all shown: the dead owner writes no more
         time.sleep(FOLLOW_POLL_SECONDS)
+
+
+def _owner_gone(store: Store, run_id: int) -> str | None:
+    """Why run `run_id` will never end by itself (its owner died), or None."""
+    found = store.unfinished_runs(run_id)
+    if not found or recovery.owner_alive(found[0]):
+        return None
+    return recovery.gone_note(found[0])

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from cronflow import recovery
 from cronflow.engine import Engine, FlowRun, Observer
 from cronflow.errors import CronflowError
 from cronflow.flows import FAILED
@@ -64,6 +65,19 @@ def plan(
     jobs = (job,) if only else config.downstream(job)
     return FlowRun(
         config, config.flow_of(job).name, jobs, logical_time, trigger, ignore_past=ignore_past
+    )
+
+
+def recover(
+    store: Store, config: Config, now: datetime, tell: Callable[[str], None]
+) -> list[RunRecord]:
+    """Before a `cronflow run` runs anything: the runs of `cronflow run`s that died (SIGKILL,
+    the OOM killer) become `lost`, what they left running stopped first, so users without a
+    daemon never keep runs `running` forever. Not retried: a `cronflow run` is no scheduler,
+    and it would run someone else's job in this terminal. A dead daemon's scheduled runs are
+    left to the next daemon start, which retries them (see `recovery.without_daemon`)."""
+    return recovery.recover(
+        store, config, now, note=recovery.RUN_NOTE, tell=tell, select=recovery.without_daemon
     )
 
 
@@ -181,8 +195,8 @@ class _Feed:
     One write transaction records a batch (growing from `flows_at_once` to CREATE_AHEAD flow
     runs), not one per flow run: a long backfill costs a third fewer commits. Rows created but
     not started when the run is stopped are deleted again (`forget_rest`): history shows what
-    ran. A `cronflow run` killed outright leaves at most one batch `queued`, which a daemon
-    marks `lost` (not retried: no attempt was spent).
+    ran. A `cronflow run` killed outright leaves at most one batch `queued`, which the next
+    `cronflow run` or daemon start marks `lost` (`recover`; not retried).
     """
 
     def __init__(self, engine: Engine, plans: list[FlowRun], flows_at_once: int) -> None:
@@ -207,8 +221,8 @@ class _Feed:
     def forget_rest(self) -> None:
         """Delete the created flow runs that will not start now."""
         if self.ready:
-            # A store that refuses (disk full) leaves them `queued`: a daemon marks them `lost`;
-            # the backfill still reports how it ended.
+            # A store that refuses (disk full) leaves them `queued`: a later recovery marks
+            # them `lost`; the backfill still reports how it ended.
             with contextlib.suppress(CronflowError):
                 self.engine.store.forget_flow_runs([fr for _, fr, _ in self.ready])
             self.ready.clear()

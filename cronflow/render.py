@@ -528,10 +528,10 @@ def status_report(
             [
                 str(r["run_id"]),
                 r["job"],
-                r["status"],
+                r["status"] + (", owner gone" if r.get("owner_gone") else ""),
                 time_cell(datetime.fromisoformat(r["logical_time"]), zone, now),
                 *([r.get("host") or "-"] if remote else []),
-                r.get("note") or "",
+                r.get("owner_gone") or r.get("note") or "",
             ]
             for r in runs
         ]

@@ -864,9 +864,10 @@ class Store:
         return len(doomed)
 
     @_user_errors
-    def unfinished_runs(self) -> list[Unfinished]:
-        """Runs queued, running or retrying, oldest first, with their owner process, the
-        process groups of their unfinished attempts and the remote ids of the remote ones."""
+    def unfinished_runs(self, run_id: int | None = None) -> list[Unfinished]:
+        """Runs queued, running or retrying (only run `run_id`, if given), oldest first, with
+        their owner process, the process groups of their unfinished attempts and the remote ids
+        of the remote ones."""
         remote = (
             "(SELECT json_group_array(json_array(number, remote_id)) FROM attempts"
             "  WHERE run_id = runs.id AND finished_at IS NULL AND remote_id IS NOT NULL)"
@@ -877,7 +878,9 @@ class Store:
             f"SELECT {self._run_columns}, pid, pid_start, boot_id,"
             " (SELECT json_group_array(json_array(pgid, pgid_start)) FROM attempts"
             "  WHERE run_id = runs.id AND finished_at IS NULL AND pgid IS NOT NULL),"
-            f" {remote} FROM runs WHERE status IN ('queued', 'running', 'retrying') ORDER BY id"
+            f" {remote} FROM runs WHERE status IN ('queued', 'running', 'retrying')"
+            " AND (:id IS NULL OR id = :id) ORDER BY id",
+            {"id": run_id},
         ).fetchall()
         w = _RUN_WIDTH
         return [

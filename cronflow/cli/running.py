@@ -26,6 +26,7 @@ from cronflow.errors import CronflowError
 
 if TYPE_CHECKING:
     from cronflow.config import Config
+    from cronflow.store import Store
 
 
 @app.command()
@@ -76,6 +77,7 @@ def run(
         moment = _parse(parse_time, at, zone, option="--at")
     plan = manual.plan(cfg, job, only, moment, "manual", ignore_past)
     with _open_store() as store:
+        _recover(store, cfg)
         outcome = manual.run_plans(
             store,
             [plan],
@@ -110,6 +112,7 @@ def _backfill(
             for moment in times:
                 render.line(moment.isoformat() + ("  (done, skipped)" if moment in skip else ""))
             return 0
+        _recover(store, cfg)
         if skip:
             render.warn(
                 f"skipping {len(skip)} logical times that succeeded before "
@@ -143,6 +146,17 @@ def _backfill(
             f" {len(plans) - began} not started, {len(skip)} skipped as done"
         )
     return outcome.exit_code
+
+
+def _recover(store: "Store", cfg: "Config") -> None:
+    """Runs of `cronflow run`s that died become `lost` before this one runs anything. A store
+    that refuses the writes (disk full, locked) is a warning: the run goes on, as it would have."""
+    from cronflow import manual
+
+    try:
+        manual.recover(store, cfg, _now(), tell=render.warn)
+    except CronflowError as exc:
+        render.warn(f"could not mark the runs of dead cronflow processes lost: {exc.message}")
 
 
 @app.command()

@@ -180,6 +180,9 @@ def logs(
     render.log_lines(view.lines(last=lines), view.zone_hint)
     if follow:
         final = logview.follow(view, render.log_lines)
+        if view.owner_gone is not None:  # it will never end: as good as lost (exit 1)
+            render.warn(f"run {final.run_id} of {final.job} will not finish: {view.owner_gone}")
+            raise typer.Exit(1)
         raise typer.Exit(1 if final.status in logview.FAILED else 0)
 
 
@@ -215,7 +218,7 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
             "config": (state("daemon:config") if pid else None) or str(path),
             "config_error": error,
         },
-        "running": [r.to_json() for r in store.active_runs()] if store else [],
+        "running": _running_now(store) if store else [],
         "next": sorted(
             ({"job": v.name, "next_fire": v.next_fire.isoformat()} for v in views if v.next_fire),
             key=lambda n: n["next_fire"],
@@ -275,6 +278,18 @@ def check(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     else:
         render.check_report(report)
     raise typer.Exit(report.exit_code)
+
+
+def _running_now(store: "Store") -> list[dict[str, Any]]:
+    """Runs queued, running or retrying; `owner_gone` says why one whose cronflow process
+    died will never end (null while its owner lives). `status` reads: it marks nothing lost."""
+    from cronflow import recovery
+
+    return [
+        u.run.to_json()
+        | {"owner_gone": None if recovery.owner_alive(u) else recovery.gone_note(u)}
+        for u in store.unfinished_runs()
+    ]
 
 
 def _workers_report(cfg: "Config") -> dict[str, Any]:
