@@ -724,9 +724,7 @@ class _OutputWriter:
         """Write the held lines now; if the store refuses, try again in `output_retry`."""
         self._cancel_timer()
         if not self._write():
-            self.timer = asyncio.get_running_loop().call_later(
-                self.engine.output_retry, self.flush
-            )
+            self.timer = asyncio.get_running_loop().call_later(self.engine.output_retry, self.flush)
 
     def commit(self) -> None:
         """Write the held lines now, or raise CronflowError: a worker's events are
