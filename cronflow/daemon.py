@@ -787,7 +787,9 @@ class _LogObserver:
             log.info("start %s (run %d)", job, run_id)
             return
         log.log(
-            logging.WARNING if status not in ("success", "running", "skipped") else logging.INFO,
+            logging.INFO
+            if status in ("success", "running", "skipped", "output_stored")
+            else logging.WARNING,
             "%s %s (run %d)%s",
             status,
             job,

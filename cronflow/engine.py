@@ -7,6 +7,7 @@ same way. It runs on the caller's asyncio loop; processes are started only throu
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -31,6 +32,15 @@ HOOK_TIMEOUT = 60.0
 HOOK_KILL_GRACE = 5.0
 FLUSH_SECONDS = 0.05  # output reaches the database (and `logs -f`) this often
 FLUSH_ROWS = 500
+FLUSH_BYTES = 256 * 1024  # or once this much is waiting
+# Output the store refuses (disk full, locked past the busy timeout) is held and written again
+# every RETRY_SECONDS; at most HELD_BYTES of it per attempt (the oldest lines go first, each
+# counted as ROW_COST bytes more, so that many tiny lines count too). Once the attempt ended,
+# what is held waits OUTPUT_DEADLINE more; then a marker stands for it (see _OutputWriter).
+RETRY_SECONDS = 1.0
+HELD_BYTES = 1024 * 1024
+ROW_COST = 64
+OUTPUT_DEADLINE = 10.0
 
 RunAttempt = Callable[..., Awaitable[AttemptResult]]
 OnRemoteStart = Callable[[str, "int | None", "int | None", "datetime | None"], None]
@@ -114,6 +124,10 @@ class Engine:
         self.slots = asyncio.Semaphore(max_parallel)
         # Run ends the store refused (disk full): recorded again by `record_unrecorded`.
         self.unrecorded: dict[int, dict[str, Any]] = {}
+        # How long an ended attempt's output may wait for a store that refuses it, and how
+        # often it is tried again (attributes: tests shorten them).
+        self.output_deadline = OUTPUT_DEADLINE
+        self.output_retry = RETRY_SECONDS
         self._run = run
         self._base_env = dict(os.environ if base_env is None else base_env)
         # Attempts of jobs whose queue is not "local" go to workers through it.
@@ -149,8 +163,14 @@ class Engine:
             self._finish(run_ids[job], job, "canceled", None, note)
 
     def record_end(self, run_id: int, **fields: Any) -> None:
-        """Record how a run ended. If the store refuses (disk full) the end is kept, and
-        `record_unrecorded` writes it later: a run is never left `running` for good."""
+        """Record how a run ended (or, with `outputs` alone, the marker of a hook's output
+        that could not be stored). If the store refuses (disk full) the write is kept, and
+        `record_unrecorded` makes it later: a run is never left `running` for good. A write
+        still kept for the run goes in with this one."""
+        pending = self.unrecorded.pop(run_id, None)
+        if pending is not None:
+            outputs = [*pending.get("outputs", ()), *fields.get("outputs", ())]
+            fields = {**pending, **fields, "outputs": outputs}
         try:
             self.store.update_run(run_id, **fields)
         except CronflowError:
@@ -229,7 +249,7 @@ class Engine:
             now = self.clock.now()
             self.record_end(
                 job_run.run_id, status="failed", finished_at=now, note=note,
-                attempt=job_run.take_end(),
+                attempt=job_run.take_end(), outputs=job_run.take_output(),
             )  # fmt: skip
             self.observer.status(job_run.job.name, job_run.run_id, "failed", note)
             return "failed"
@@ -241,6 +261,7 @@ class Engine:
                     finished_at=self.clock.now(),
                     note=f"cronflow error: {exc!r}",
                     attempt=job_run.take_end(),
+                    outputs=job_run.take_output(),
                 )
             raise
 
@@ -341,10 +362,41 @@ class _JobRun:
         # The end of the latest local attempt, not yet written: it goes in with the run's next
         # write (retrying, or its end), one transaction where there were two.
         self.pending_end: AttemptEnd | None = None
+        # Markers of output the store refused until past the deadline: they go in with the
+        # run's next write too. What was lost, over all attempts, fails the run (see `run`).
+        self.pending_output: list[tuple[Any, ...]] = []
+        self.lost_lines = 0
+        self.lost_bytes = 0
+        self.lost_reason = ""
 
     def take_end(self) -> AttemptEnd | None:
         end, self.pending_end = self.pending_end, None
         return end
+
+    def take_output(self) -> list[tuple[Any, ...]]:
+        rows, self.pending_output = self.pending_output, []
+        return rows
+
+    async def _settle(self, sink: _OutputWriter) -> None:
+        """The attempt's output stored in full, or its marker kept for the next write."""
+        self.pending_output.extend(await sink.settle())
+        if sink.lost_lines:
+            self.lost_lines += sink.lost_lines
+            self.lost_bytes += sink.lost_bytes
+            self.lost_reason = sink.lost_reason
+
+    def _with_loss(self, status: str, note: str | None) -> tuple[str, str | None]:
+        """A job whose output could not be stored fails with the reason; its exit code, CPU
+        and memory stay as they were. A run that failed anyway keeps its status."""
+        if not self.lost_lines:
+            return status, note
+        loss = (
+            f"cronflow error: {self.lost_reason}; {_lines(self.lost_lines)}"
+            f" ({self.lost_bytes} bytes) of output not stored"
+        )
+        if status == "success":
+            return "failed", loss
+        return status, f"{note}; {loss}" if note else loss
 
     def _read_env_files(self) -> None:
         """Read the job's env files now (a rotated token needs no reload); CronflowError if
@@ -383,8 +435,14 @@ class _JobRun:
             if engine.halting:
                 break
             wait = job.retry_wait(attempts)
-            self.store.update_run(self.run_id, status="retrying", attempt=self.pending_end)
+            self.store.update_run(
+                self.run_id,
+                status="retrying",
+                attempt=self.pending_end,
+                outputs=self.pending_output,
+            )
             self.pending_end = None  # written; a refused write leaves it to the failed end
+            self.pending_output = []
             self._status("retrying", f"attempt {attempts} {result.status}; retry in {wait:g}s")
             await self._hook("on_retry", attempts, result)
             await _sleep_unless(wait, engine.stop, engine.drain)
@@ -392,6 +450,7 @@ class _JobRun:
         note = _failure_note(result, job) if status != "success" else None
         if result is not None and status == "canceled" and result.status != "canceled":
             note = f"stopped before a retry; last attempt: {note}"
+        status, note = self._with_loss(status, note)
         note = self.masker.mask_text(note)
         engine.record_end(
             self.run_id,
@@ -404,6 +463,7 @@ class _JobRun:
             cpu_seconds=self.cpu if result else None,
             max_rss_kb=self.rss if result else None,
             attempt=self.take_end(),
+            outputs=self.take_output(),
         )
         self._status(status, note)
         if result is not None:
@@ -451,6 +511,7 @@ class _JobRun:
                 )
             else:
                 result = await self._send(command, queue, attempt, sink)
+            await self._settle(sink)
         return await self._ended(attempt, result)
 
     def _started(self, attempt: int) -> Callable[[int | None, int | None], None]:
@@ -478,7 +539,7 @@ class _JobRun:
                 self.run_id, attempt, self.engine.clock.now(), remote_id, queue
             ),
             on_start=self._remote_started(attempt),
-            flush=sink.flush,
+            flush=sink.commit,
         )
 
     def _remote_started(self, attempt: int) -> OnRemoteStart:
@@ -504,10 +565,11 @@ class _JobRun:
                 self.job.kill_grace,
                 sink.add,
                 self.engine.stop,
-                flush=sink.flush,
+                flush=sink.commit,
                 on_start=self._remote_started(attempt),
                 stored=self.store.output_count(self.run_id, attempt),
             )
+            await self._settle(sink)
         return await self._ended(attempt, result)
 
     async def _ended(self, attempt: int, result: AttemptResult) -> AttemptResult:
@@ -522,7 +584,8 @@ class _JobRun:
         if result.settle is None:
             self.pending_end = end
         else:  # remote: the broker may forget the attempt only once the store has it
-            self.store.update_run(self.run_id, attempt=end)
+            self.store.update_run(self.run_id, attempt=end, outputs=self.pending_output)
+            self.pending_output = []
             await result.settle()
         self.cpu += result.cpu_seconds or 0.0
         self.rss = max(self.rss, result.max_rss_kb or 0)
@@ -599,8 +662,11 @@ class _JobRun:
                 engine, f"{self.job.name}:{hook}", self.run_id, attempt, hook_id, masker=self.masker
             ) as sink:
                 outcome = await engine._run(command, sink.add, None, engine.clock)
+                marker = await sink.settle()
         finally:
             engine.stop.unwatch(hook_id)
+        if marker:  # a hook's lost output is marked; it never changes the run (SPEC §5)
+            engine.record_end(self.run_id, outputs=marker)
         self.store.finish_hook(hook_id, outcome.finished_at, outcome.exit_code)
         if outcome.status != "success":
             self._status("hook_failed", f"{hook} {_failure_note(outcome)}")
@@ -611,6 +677,12 @@ class _OutputWriter:
 
     Every line, from this machine or a worker, passes here: `masker` writes *** in place of
     env_file values before anything stores or shows it.
+
+    A write the store refuses (disk full, locked past the busy timeout) is handled here, in
+    the timer that made it: the lines are held (at most HELD_BYTES, the oldest dropped first)
+    and written again every `output_retry` seconds; the observer hears one line when the store
+    first refuses them and one when it takes them again. Dropped lines are never a silent
+    gap: a marker line saying how many, and why, is stored in their place.
     """
 
     def __init__(
@@ -628,31 +700,147 @@ class _OutputWriter:
         self.run_id = run_id
         self.attempt = attempt
         self.hook_id = hook_id
-        self.rows: list[tuple[Any, ...]] = []
+        self.rows: collections.deque[tuple[Any, ...]] = collections.deque()
+        self.held = 0  # bytes in `rows`, ROW_COST each more
         self.timer: asyncio.TimerHandle | None = None
+        self.refused: str | None = None  # why the store refuses our writes, while it does
+        self.refusals = 0
+        # Lines dropped since the last stored marker (the gap), and in all (for the run).
+        self.gap_lines = 0
+        self.gap_bytes = 0
+        self.gap_at: datetime | None = None
+        self.lost_lines = 0
+        self.lost_bytes = 0
+        self.lost_reason = ""
 
     def add(self, stream: str, at: datetime, data: bytes) -> None:
         if self.masker:
             data = self.masker.mask(data)
         self.rows.append((self.run_id, self.attempt, stream, at, data, self.hook_id))
+        self.held += len(data) + ROW_COST
         self.engine.observer.output(self.label, stream, data)
-        if len(self.rows) >= FLUSH_ROWS:
+        if self.refused is None and (len(self.rows) >= FLUSH_ROWS or self.held >= FLUSH_BYTES):
             self.flush()
         elif self.timer is None:
             self.timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+        if self.held > HELD_BYTES:
+            self._drop_oldest()
 
     def flush(self) -> None:
+        """Write the held lines now; if the store refuses, try again in `output_retry`."""
+        self._cancel_timer()
+        if not self._write():
+            self.timer = asyncio.get_running_loop().call_later(self.engine.output_retry, self.flush)
+
+    def commit(self) -> None:
+        """Write the held lines now, or raise CronflowError: a worker's events are
+        acknowledged only once the store has them."""
+        self._cancel_timer()
+        if not self._write():
+            raise CronflowError(self.refused or "output not stored")
+
+    async def settle(self) -> list[tuple[Any, ...]]:
+        """At the end: write what is held, trying again for up to `output_deadline` while
+        the store refuses (less if the run is being stopped). Then give it up: returns the
+        marker row that stands for it (to go in with the run's next write), or []."""
+        self._cancel_timer()
+        engine = self.engine
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + engine.output_deadline
+        while not self._write():
+            left = deadline - loop.time()
+            if left <= 0 or engine.stop.is_set():
+                return self._give_up()
+            await _sleep_unless(min(engine.output_retry, left), engine.stop)
+        return []
+
+    def _write(self) -> bool:
+        """Store the held lines (after a marker for dropped ones); False if refused."""
+        if not self.rows and not self.gap_lines:
+            return True
+        rows = [*self._gap_marker(), *self.rows]
+        try:
+            self.engine.store.add_outputs(rows)
+        except CronflowError as exc:
+            self._refused(exc.message)
+            return False
+        self.rows.clear()
+        self.held = 0
+        self.gap_lines = self.gap_bytes = 0
+        self.gap_at = None
+        if self.refused is not None:
+            self._tell("output_stored", f"after {_count(self.refusals, 'refused write')}")
+            self.refused = None
+            self.refusals = 0
+        return True
+
+    def _refused(self, reason: str) -> None:
+        self.refusals += 1
+        self.lost_reason = reason
+        if reason != self.refused:  # one line while the same refusal repeats
+            self._tell(
+                "output_refused",
+                f"{reason}; {_lines(len(self.rows))} held, tried again every"
+                f" {self.engine.output_retry:g}s",
+            )
+        self.refused = reason
+
+    def _drop_oldest(self) -> None:
+        while self.held > HELD_BYTES and len(self.rows) > 1:
+            self._drop(self.rows.popleft())
+
+    def _drop(self, row: tuple[Any, ...]) -> None:
+        data = row[4]
+        self.held -= len(data) + ROW_COST
+        self.gap_lines += 1
+        self.gap_bytes += len(data)
+        self.gap_at = self.gap_at or row[3]
+        self.lost_lines += 1
+        self.lost_bytes += len(data)
+
+    def _gap_marker(self) -> list[tuple[Any, ...]]:
+        """The marker line standing for the lines dropped since the last one, if any."""
+        if not self.gap_lines:
+            return []
+        text = (
+            f"[cronflow: {_lines(self.gap_lines)} ({self.gap_bytes} bytes) of output not"
+            f" stored: {self.lost_reason}]\n"
+        )
+        return [(self.run_id, self.attempt, "marker", self.gap_at, text.encode(), self.hook_id)]
+
+    def _give_up(self) -> list[tuple[Any, ...]]:
+        """Drop every held line; the marker that stands for them."""
+        while self.rows:
+            self._drop(self.rows.popleft())
+        self.held = 0
+        marker = self._gap_marker()
+        if marker:
+            self._tell(
+                "output_lost",
+                f"{_lines(self.gap_lines)} ({self.gap_bytes} bytes) of output not stored:"
+                f" {self.lost_reason}",
+            )
+        self.gap_lines = self.gap_bytes = 0
+        self.gap_at = None
+        return marker
+
+    def _tell(self, what: str, detail: str) -> None:
+        self.engine.observer.status(self.label, self.run_id, what, detail)
+
+    def _cancel_timer(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        rows, self.rows = self.rows, []
-        self.engine.store.add_outputs(rows)
 
     def __enter__(self) -> _OutputWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.flush()
+        """After `settle` nothing is left; on the way out of an error, one last try, and
+        what the store still refuses is marked with the run's end."""
+        self._cancel_timer()
+        if not self._write():
+            self.engine.record_end(self.run_id, outputs=self._give_up())
 
 
 async def _until(
@@ -727,3 +915,11 @@ def _failure_note(result: AttemptResult | None, job: Job | None = None) -> str |
         with contextlib.suppress(ValueError):
             return f"killed by {signal.Signals(code - 128).name} (exit {code})"
     return f"exit code {code}"
+
+
+def _lines(count: int) -> str:
+    return _count(count, "line")
+
+
+def _count(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"

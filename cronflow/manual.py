@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 MAX_BACKFILL = 100_000
 # Flow runs of a backfill recorded ahead of running them, in one transaction (see _Feed).
 CREATE_AHEAD = 8
+# Run ends the store refused (disk full, locked) are tried again this long before `run` exits.
+END_DEADLINE = 30.0
+END_RETRY = 1.0
 
 
 FlowDone = Callable[[datetime, list[str]], None]  # a flow run's logical time, its statuses
@@ -166,10 +169,12 @@ async def _run_plans(
         engine.remote = await _remote(plans[0].config)
     feed = _Feed(engine, plans, flows_at_once)
     ran: list[int] = []  # the flow runs that ran, read back from the store once at the end
+    jobs: dict[int, str] = {}  # run id → job, to name a run whose end could not be recorded
 
     async def worker() -> None:
         while not stop.is_set() and (created := feed.next()) is not None:
             plan, flow_run_id, run_ids = created
+            jobs.update({run_id: job for job, run_id in run_ids.items()})
             statuses = await engine.run_created(plan, run_ids)
             ran.append(flow_run_id)
             if on_flow_done:
@@ -180,13 +185,46 @@ async def _run_plans(
     finally:
         feed.forget_rest()
     try:
-        engine.record_unrecorded()  # ends the store refused (disk full): one more try
+        await _record_ends(engine, stop, jobs)
     finally:
         for signum in (*caught, signal.SIGCHLD):
             loop.remove_signal_handler(signum)
         if engine.remote is not None:
             await engine.remote.close(forget=True)
     return Outcome(store.runs_in_flow_runs(ran), received[0] if received else None)
+
+
+async def _record_ends(engine: Engine, stop: Stop, jobs: dict[int, str]) -> None:
+    """Write the run ends the store refused (disk full, locked past the busy timeout), trying
+    again until END_DEADLINE (at once given up on Ctrl-C); then one clear error naming each
+    run left unrecorded. Nothing else ends a run started here, so this is the last chance."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + END_DEADLINE
+    told = False
+    while True:
+        try:
+            engine.record_unrecorded()
+            return
+        except CronflowError as exc:
+            reason = exc.message
+        if stop.is_set() or loop.time() >= deadline:
+            break
+        if not told:
+            told = True
+            for run_id in engine.unrecorded:
+                job = jobs.get(run_id, "?")
+                detail = f"its end is not recorded yet: {reason}; trying for {END_DEADLINE:g}s"
+                engine.observer.status(job, run_id, "unrecorded", detail)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=END_RETRY)
+    left = ", ".join(
+        f"run {run_id} ({jobs.get(run_id, '?')}, {fields.get('status') or 'its output marker'})"
+        for run_id, fields in engine.unrecorded.items()
+    )
+    raise CronflowError(
+        f"could not record how {left} ended: {reason}. History shows it as it was (`running`)"
+        " until the next `cronflow run` or daemon start marks it lost."
+    )
 
 
 class _Feed:

@@ -59,6 +59,25 @@ def _from_us(value: int | None) -> datetime | None:
     return None if value is None else _EPOCH + timedelta(microseconds=value)
 
 
+_INSERT_OUTPUT = (
+    "INSERT INTO output (run_id, attempt, hook_id, stream, at, data) VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def _output_values(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Output rows (run_id, attempt, stream, at, data[, hook_id]) as `_INSERT_OUTPUT` takes
+    them."""
+    values = []
+    for row in rows:
+        run_id, attempt, stream, at, data, *rest = row
+        if stream not in STREAMS:
+            raise ValueError(f"unknown output stream {stream!r}")
+        if isinstance(data, str):
+            raise TypeError("output data must be bytes, not str")
+        values.append((run_id, attempt, rest[0] if rest else None, stream, _to_us(at), data))
+    return values
+
+
 def _end_attempt(db: sqlite3.Connection, run_id: int, end: AttemptEnd) -> None:
     _check_status(end.status)
     cursor = db.execute(
@@ -586,9 +605,12 @@ class Store:
         cpu_seconds: float | None = None,
         max_rss_kb: int | None = None,
         attempt: AttemptEnd | None = None,
+        outputs: Sequence[tuple[Any, ...]] = (),
     ) -> None:
         """Change only the fields given (None means "leave as is"); with `attempt`, record
-        that attempt's end in the same transaction (one write where a job ends)."""
+        that attempt's end in the same transaction (one write where a job ends), and with
+        `outputs` these output rows (as `add_outputs` takes them: the marker of output that
+        could not be stored goes in with the run's end)."""
         if status is not None:
             _check_status(status)
         changes = {
@@ -602,10 +624,13 @@ class Store:
             "max_rss_kb": max_rss_kb,
         }
         changes = {column: value for column, value in changes.items() if value is not None}
-        if not changes and attempt is None:
+        if not changes and attempt is None and not outputs:
             return
+        values = _output_values(outputs)
         assignments = ", ".join(f"{column} = ?" for column in changes)
         with self._write() as db:
+            if values:
+                db.executemany(_INSERT_OUTPUT, values)
             if attempt is not None:
                 _end_attempt(db, run_id, attempt)
             if changes:
@@ -744,22 +769,11 @@ class Store:
     @_user_errors
     def add_outputs(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Many chunks in one transaction: (run_id, attempt, stream, at, data[, hook_id])."""
-        values = []
-        for row in rows:
-            run_id, attempt, stream, at, data, *rest = row
-            if stream not in STREAMS:
-                raise ValueError(f"unknown output stream {stream!r}")
-            if isinstance(data, str):
-                raise TypeError("output data must be bytes, not str")
-            values.append((run_id, attempt, rest[0] if rest else None, stream, _to_us(at), data))
+        values = _output_values(rows)
         if not values:
             return
         with self._write() as db:
-            db.executemany(
-                "INSERT INTO output (run_id, attempt, hook_id, stream, at, data)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                values,
-            )
+            db.executemany(_INSERT_OUTPUT, values)
 
     @_user_errors
     def set_state(self, key: str, value: str) -> None:

@@ -84,3 +84,43 @@ def alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state not in ("Z", "X")
+
+
+class WriteLock:
+    """Another connection holding the database's write lock (BEGIN IMMEDIATE), in a thread:
+    from `start` (or once run `when_running` is `running`) for `seconds`, as a long writer
+    elsewhere would. Every write of cronflow then waits its busy timeout and is refused."""
+
+    def __init__(self, db: Path, seconds: float, when_running: int | None = None) -> None:
+        import threading
+
+        self.db = db
+        self.seconds = seconds
+        self.when_running = when_running
+        self.held = threading.Event()
+        self.released = threading.Event()
+        self.thread = threading.Thread(target=self._hold, daemon=True)
+
+    def start(self) -> WriteLock:
+        self.thread.start()
+        return self
+
+    def _hold(self) -> None:
+        import sqlite3
+
+        conn = sqlite3.connect(self.db, isolation_level=None, timeout=30)
+        try:
+            while self.when_running is not None:
+                row = conn.execute(
+                    "SELECT status FROM runs WHERE id = ?", (self.when_running,)
+                ).fetchone()
+                if row and row[0] == "running":
+                    break
+                time.sleep(0.005)
+            conn.execute("BEGIN IMMEDIATE")
+            self.held.set()
+            time.sleep(self.seconds)
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+            self.released.set()

@@ -357,6 +357,7 @@ def test_a_store_that_refuses_writes_fails_the_run_and_records_it_later(
 
         monkeypatch.setattr(engine.store, "add_outputs", refuse)
         monkeypatch.setattr(engine.store, "update_run", refuse)
+        engine.output_deadline, engine.output_retry = 0.3, 0.05
         plan = FlowRun(config, "a", ("a",), LOGICAL, "schedule")
         flow_run_id, run_ids = engine.create(plan)
         await engine.execute_created(plan, flow_run_id, run_ids)
@@ -371,8 +372,12 @@ def test_a_store_that_refuses_writes_fails_the_run_and_records_it_later(
     assert pending[run_id]["status"] == "failed"
     assert left == {}
     run = store.get_run(run_id)
-    assert run.status == "failed"
-    assert run.note == "cronflow error: database or disk is full: x"
+    assert (run.status, run.exit_code) == ("failed", 0)  # the job's own exit code is kept
+    assert run.note == (
+        "cronflow error: database or disk is full: x; 1 line (6 bytes) of output not stored"
+    )
+    marker = b"[cronflow: 1 line (6 bytes) of output not stored: database or disk is full: x]\n"
+    assert [(c.stream, c.data) for c in store.output(run_id)] == [("marker", marker)]
 
 
 def test_a_job_costs_three_write_transactions_and_ends_every_attempt(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import alive, cronflow, wait_until
+from tests.conftest import CRONFLOW, alive, cronflow, wait_until
 from tests.e2e.conftest import launch
 
 
@@ -95,6 +95,65 @@ command = "while [ ! -e {flag} ]; do sleep 0.05; done; seq 1 20000"
     (chatty,) = [r for r in runs() if r["job"] == "chatty"]  # recorded once there was room
     assert chatty["status"] == "failed"
     assert chatty["note"].startswith("cronflow error: database or disk is full")
+    # It ran to its end: its exit code stands beside the reason, and what it printed that
+    # could not be stored is one marker line, not a silent gap.
+    assert chatty["exit_code"] == 0 and "of output not stored" in chatty["note"]
+    shown = cronflow("logs", str(chatty["run_id"]), env=env).stdout
+    assert shown.count("of output not stored: database or disk is full") == 1
+
+
+def test_cronflow_run_holds_output_on_a_full_disk_and_records_the_end_once_there_is_room(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    """The tester's case: the disk fills while `cronflow run` shows a job's output. No
+    traceback; the output it could not store is one marker line; the job fails with the
+    reason but keeps its exit code; its end is recorded as soon as space is freed."""
+    import os
+
+    env = {"CRONFLOW_STATE_DIR": str(small_disk / "cronflow")}
+    started = tmp_path / "started"
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text(
+        f"""
+[jobs.sb]
+command = 'touch {started}; for i in $(seq 1 8); do head -c 30000 /dev/urandom | base64; sleep 0.5; done; echo done'
+"""  # noqa: E501
+    )
+    assert cronflow("history", env=env).returncode == 0  # the state folder exists: fill it
+    err = tmp_path / "stderr"
+    with open(err, "wb") as stderr:
+        proc = subprocess.Popen(
+            [*CRONFLOW, "-c", str(jobs), "run", "sb"],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env={**os.environ, **env},
+        )
+    try:
+        wait_until(started.exists, what="the job to start")
+        filler = fill(small_disk)
+        wait_until(lambda: "unrecorded" in err.read_text(), timeout=40, what="the end refused")
+        assert proc.poll() is None  # still trying to record it
+        filler.unlink()
+        (small_disk / "probe").unlink(missing_ok=True)
+        assert proc.wait(timeout=30) == 1  # a run failed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    shown = err.read_text()
+    assert "Traceback" not in shown and "Exception in callback" not in shown
+    assert shown.count("output_refused") == 1 and shown.count("output_lost") == 1
+    (run,) = _history(env)
+    assert (run["status"], run["exit_code"]) == ("failed", 0)
+    assert run["cpu_seconds"] is not None
+    assert run["note"].startswith("cronflow error: database or disk is full")
+    assert "of output not stored" in run["note"]
+    markers = [
+        line
+        for line in cronflow("logs", str(run["run_id"]), env=env).stdout.splitlines()
+        if line.startswith("[cronflow:")
+    ]
+    assert len(markers) == 1 and "of output not stored: database or disk is full" in markers[0]
 
 
 def _history(env: dict[str, str]) -> list[dict]:
