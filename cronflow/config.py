@@ -466,9 +466,11 @@ class _Checker:
         upstreams of every job whose `after` parsed (other keys of it wrong or not); the
         checks that need a flow's schedules only on flows whose every job parsed."""
         afters = self.afters
+        whole = len(jobs) == len(names)  # every job parsed, and (below) every upstream exists
         for name, after in afters.items():
             for target in after:
                 if target not in names:
+                    whole = False
                     self.problem(
                         f"jobs.{name}.after",
                         f"unknown job {target!r}{suggest(target, names - {name})}",
@@ -479,7 +481,9 @@ class _Checker:
                     "only jobs without 'after' may have a "
                     f"schedule; {name} runs after {', '.join(after)}",
                 )
-        graph = {name: tuple(t for t in after if t in afters) for name, after in afters.items()}
+        graph = (
+            afters if whole else {n: tuple(t for t in a if t in afters) for n, a in afters.items()}
+        )
         cycle = flows.find_cycle(graph)
         if cycle:
             self.problem(f"jobs.{cycle[0]}.after", "cycle: " + " -> ".join(cycle))
@@ -488,7 +492,7 @@ class _Checker:
         for members in flows.components(graph):
             # A job that did not parse, or an upstream that is missing or did not parse,
             # leaves the flow's shape unknown: its roots are not checked against each other.
-            if all(m in jobs and all(t in jobs for t in afters[m]) for m in members):
+            if whole or all(m in jobs and all(t in jobs for t in afters[m]) for m in members):
                 result.append(self._flow(members, jobs))
         return tuple(result)
 
