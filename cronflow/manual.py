@@ -217,13 +217,16 @@ async def _record_ends(engine: Engine, stop: Stop, jobs: dict[int, str]) -> None
                 engine.observer.status(job, run_id, "unrecorded", detail)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=END_RETRY)
-    left = ", ".join(
-        f"run {run_id} ({jobs.get(run_id, '?')}, {fields.get('status') or 'its output marker'})"
-        for run_id, fields in engine.unrecorded.items()
-    )
+    ends = {r: f for r, f in engine.unrecorded.items() if "status" in f}
+    for run_id in engine.unrecorded.keys() - ends.keys():  # its end is stored; a hook's marker
+        detail = f"the note that its hook's output was not stored could not be stored: {reason}"
+        engine.observer.status(jobs.get(run_id, "?"), run_id, "unrecorded", detail)
+    if not ends:
+        return
+    left = ", ".join(f"run {r} ({jobs.get(r, '?')}, {f['status']})" for r, f in ends.items())
     raise CronflowError(
-        f"could not record how {left} ended: {reason}. History shows it as it was (`running`)"
-        " until the next `cronflow run` or daemon start marks it lost."
+        f"could not record how {left} ended: {reason}. History shows it as it was (`running`"
+        " or `queued`) until the next `cronflow run` or daemon start marks it lost."
     )
 
 

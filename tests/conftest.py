@@ -91,9 +91,12 @@ class WriteLock:
     from `start` (or once run `when_running` is `running`) for `seconds`, as a long writer
     elsewhere would. Every write of cronflow then waits its busy timeout and is refused."""
 
-    def __init__(self, db: Path, seconds: float, when_running: int | None = None) -> None:
+    def __init__(
+        self, db: Path, seconds: float, when_running: int | None = None, status: str = "running"
+    ) -> None:
         import threading
 
+        self.status = status  # `when_running` waits for this status of that run
         self.db = db
         self.seconds = seconds
         self.when_running = when_running
@@ -114,7 +117,7 @@ class WriteLock:
                 row = conn.execute(
                     "SELECT status FROM runs WHERE id = ?", (self.when_running,)
                 ).fetchone()
-                if row and row[0] == "running":
+                if row and row[0] == self.status:
                     break
                 time.sleep(0.005)
             conn.execute("BEGIN IMMEDIATE")

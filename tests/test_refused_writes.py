@@ -161,3 +161,26 @@ def test_cronflow_run_whose_final_write_cannot_be_made_names_the_run_and_what_is
     assert refused.value.exit_code == 1
     lock.released.wait(10)
     assert store.get_run(1).status == "running"  # left to the next `cronflow run` or daemon
+
+
+def test_a_hooks_lost_output_alone_does_not_fail_cronflow_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job's end is stored; only the marker for its hook's output cannot be: a warning,
+    not an error saying the run is still `running` (it is `success`)."""
+    monkeypatch.setattr(engine_module, "OUTPUT_DEADLINE", 0.2)
+    monkeypatch.setattr(manual, "END_DEADLINE", 0.5)
+    monkeypatch.setattr(manual, "END_RETRY", 0.05)
+    store = _store(tmp_path)
+    toml = "[jobs.a]\ncommand = 'echo ok'\non_success = 'sleep 0.3; echo hook'\n"
+    config = parse_config(toml, str(tmp_path / "jobs.toml"))
+    plan = manual.plan(config, "a", True, LOGICAL, "manual")
+    recorder = Recorder()
+    lock = WriteLock(store.path, 3.0, when_running=1, status="success").start()
+    outcome = manual.run_plans(store, [plan], max_parallel=1, observer=recorder)
+    lock.released.wait(10)
+    assert [r.status for r in outcome.runs] == ["success"]
+    assert store.get_run(1).status == "success"
+    assert recorder.told("unrecorded")[-1].startswith(
+        "the note that its hook's output was not stored could not be stored: database is locked"
+    )
