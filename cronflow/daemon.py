@@ -710,7 +710,8 @@ class Daemon:
             spent = {r.job: r.attempts for r in runs if r.job in self.config.jobs}
             again = [
                 job for job, used in spent.items()
-                if runs[0].trigger != "manual" and 0 < used <= self.config.jobs[job].retries
+                if runs[0].trigger not in recovery.WITHOUT_DAEMON
+                and 0 < used <= self.config.jobs[job].retries
             ]  # fmt: skip
             if not again:
                 continue

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from cronflow.store import Store
 
 #: Triggers of the flow runs a `cronflow run` may create (`manual` also comes from a daemon's
-#: `cronflow trigger`, which a daemon never retries when lost either). A dead daemon's
+#: `cronflow trigger`). Lost, they are not retried, whoever finds them: they were someone's
+#: command in the foreground, not the scheduler's. A dead daemon's
 #: scheduled, catch-up and retry runs are left to the next daemon start, which retries them
 #: while their policy allows.
 WITHOUT_DAEMON = frozenset({"manual", "backfill"})

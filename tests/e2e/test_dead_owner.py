@@ -228,3 +228,40 @@ command = "echo quick"
     assert not alive(first) and alive(retry)
     assert [r["status"] for r in setup.runs("nightly")] == ["running", "lost"]
     assert d.stop() == 0
+
+
+def test_a_killed_backfill_is_not_retried_whoever_recovers_it(daemons, tmp_path: Path) -> None:
+    """README: a run whose `cronflow run` died is lost, not retried — also when a daemon, which
+    retries its own lost runs, is the one that finds it first."""
+    toml = """
+[daemon]
+stop_timeout = "1s"
+
+[jobs.daily]
+schedule = "0 6 * * *"
+timezone = "UTC"
+command = "echo $$ >> {pids}; exec sleep 300"
+retries = 1
+retry_delay = 0
+
+[jobs.quick]
+command = "echo quick"
+"""
+    s = Setup(tmp_path, toml)
+    try:
+        argv = [*CRONFLOW, "run", "daily", "--from", "2026-01-01", "--to", "2026-01-01T06:00"]
+        owner = subprocess.Popen([*argv, "-c", str(s.config)], stdout=subprocess.DEVNULL)
+        s.owners.append(owner)
+        wait_until(s.job_pids, what="the backfill's job to start")
+        kill_9(owner)
+        d = launch(daemons, tmp_path, None)
+        lost = lambda: any(r["status"] == "lost" for r in s.runs("daily"))  # noqa: E731
+        wait_until(lost, what="the daemon's recovery")
+        # A trigger is taken after start-up's recovery (and a retry it would start) is done.
+        assert cronflow("trigger", "quick", "-c", str(s.config)).returncode == 0
+        wait_until(lambda: s.statuses().get("quick") == "success", what="the triggered run")
+        assert [r["trigger"] for r in s.runs("daily")] == ["backfill"]
+        assert len(s.job_pids()) == 1
+        assert d.stop() == 0
+    finally:
+        s.cleanup()
