@@ -41,6 +41,9 @@ log = logging.getLogger("cronflow")
 # reload at once) and a look for a suspend or wall-clock jump, which a sleep on the monotonic
 # clock cannot see.
 CHECK_SECONDS = 5.0
+# At a stop, run ends the store refuses are tried this much longer (systemd's TimeoutStopSec=90s
+# is past the default stop_timeout of 60 s plus this).
+END_WAIT_AT_STOP = 10.0
 PRUNE_EVERY = timedelta(hours=1)
 TRIGGER_EXPIRES = timedelta(hours=1)  # a `cronflow trigger` request not taken by then is dropped
 # + job name: instant up to which fires of the job's flow are accounted for. Kept per job, so a
@@ -211,6 +214,7 @@ class Daemon:
                     self.engine.remote.detach = True  # workers go on; the next daemon follows
                 self.engine.stop.set()
                 await asyncio.wait(pending)
+        await self._record_ends_before_exit()
 
         def persist() -> None:
             self._persist_accounted()
@@ -221,6 +225,24 @@ class Daemon:
         if self.engine is not None and self.engine.remote is not None:
             await self.engine.remote.close()
         log.info("stopped")
+
+    async def _record_ends_before_exit(self) -> None:
+        """Run ends the store still refuses (disk full, locked) are tried for END_WAIT_AT_STOP
+        more: left unrecorded, the next start would find those runs `running`, mark them lost
+        and maybe retry jobs that had ended."""
+        engine, loop = self.engine, asyncio.get_running_loop()
+        deadline = loop.time() + END_WAIT_AT_STOP
+        while engine is not None and engine.unrecorded:
+            if self._store_step("recording how runs ended", engine.record_unrecorded):
+                return
+            if loop.time() >= deadline:
+                log.error(
+                    "stopping with the ends of %d runs not recorded; the next start marks them"
+                    " lost",
+                    len(engine.unrecorded),
+                )
+                return
+            await asyncio.sleep(1.0)
 
     # --- configuration ---------------------------------------------------------------------
 

@@ -184,3 +184,27 @@ def test_a_hooks_lost_output_alone_does_not_fail_cronflow_run(
     assert recorder.told("unrecorded")[-1].startswith(
         "the note that its hook's output was not stored could not be stored: database is locked"
     )
+
+
+def test_a_stopping_daemon_records_the_ends_the_store_refused_before_it_exits(
+    tmp_path: Path,
+) -> None:
+    """Left unrecorded, the next start would find the run `running`, mark it lost, and maybe
+    retry a job that had ended."""
+    from cronflow.daemon import Daemon
+    from cronflow.systemd import Notifier
+
+    config = tmp_path / "jobs.toml"
+    config.write_text("[jobs.a]\ncommand = 'true'\n")
+    store = _store(tmp_path)
+    daemon = Daemon(config, store, notifier=Notifier(None))
+    daemon.engine = Engine(store, max_parallel=1)
+    plan = FlowRun(parse_config(config.read_text(), str(config)), "a", ("a",), LOGICAL, "manual")
+    _, run_ids = daemon.engine.create(plan)
+    lock = WriteLock(store.path, 1.5).start()
+    assert lock.held.wait(5)
+    daemon.engine.record_end(run_ids["a"], status="success", exit_code=0)
+    assert daemon.engine.unrecorded  # refused: the lock outlasts the busy timeout
+    asyncio.run(daemon._shutdown())
+    assert not daemon.engine.unrecorded
+    assert store.get_run(run_ids["a"]).status == "success"
