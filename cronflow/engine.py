@@ -108,7 +108,7 @@ class Engine:
         max_parallel: int,
         clock: Clock | None = None,
         observer: Observer | None = None,
-        stop: asyncio.Event | None = None,
+        stop: Stop | None = None,
         drain: asyncio.Event | None = None,
         run: RunAttempt = run_attempt,
         base_env: dict[str, str] | None = None,
@@ -245,6 +245,8 @@ class Engine:
         try:
             return await job_run.run()
         except CronflowError as exc:
+            if job_run.ended:  # after its end (a hook's store error): that end stands
+                return job_run.ended
             note = f"cronflow error: {exc.message}"
             now = self.clock.now()
             self.record_end(
@@ -255,6 +257,8 @@ class Engine:
             return "failed"
         except Exception as exc:  # a bug: never leave the run `running`, then show it
             with contextlib.suppress(Exception):
+                if job_run.ended:
+                    raise
                 self.record_end(
                     job_run.run_id,
                     status="failed",
@@ -368,6 +372,7 @@ class _JobRun:
         self.lost_lines = 0
         self.lost_bytes = 0
         self.lost_reason = ""
+        self.ended: str | None = None  # the status its end was recorded with (or kept to be)
 
     def take_end(self) -> AttemptEnd | None:
         end, self.pending_end = self.pending_end, None
@@ -465,6 +470,7 @@ class _JobRun:
             attempt=self.take_end(),
             outputs=self.take_output(),
         )
+        self.ended = status  # nothing may write another end over this one
         self._status(status, note)
         if result is not None:
             hook = "on_success" if status == "success" else "on_failure"

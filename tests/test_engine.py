@@ -407,3 +407,23 @@ def test_a_job_costs_three_write_transactions_and_ends_every_attempt(tmp_path: P
         attempts = store.attempts(run.run_id)
         assert [a.status for a in attempts] == statuses
         assert all(a.finished_at is not None and a.exit_code is not None for a in attempts)
+
+
+def test_a_failure_after_a_runs_end_never_writes_another_end_over_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in a hook surfaces, and a store error there is the hook's: the run's recorded
+    `success` stands either way."""
+    from cronflow import engine as engine_module
+
+    config = parse_config("[jobs.a]\ncommand = 'true'\non_success = 'true'\n", "j.toml")
+    store = Store(tmp_path / "s" / "cronflow.db")
+    plan = FlowRun(config, "a", ("a",), datetime(2026, 1, 1, tzinfo=UTC), "manual")
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a bug in a hook")
+
+    monkeypatch.setattr(engine_module._JobRun, "_run_hook_with", broken)
+    with pytest.raises(RuntimeError):
+        asyncio.run(Engine(store, max_parallel=1).execute(plan))
+    assert (store.get_run(1).status, store.get_run(1).note) == ("success", None)
