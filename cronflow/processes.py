@@ -138,13 +138,20 @@ def leftovers(pgid: int, start: int | None, marker: Iterable[str] = ()) -> list[
     group, and the processes carrying its `marker` that left the group.
 
     While any member of a group lives, Linux hands its id to no new process: so a process now
-    holding pid `pgid` with another start time means the whole old group is gone.
+    holding pid `pgid` with another start time means the whole old group is gone. Without a
+    recorded start (the job ended before it was read), a live `pgid` is the attempt's only if
+    it carries the marker: else it may be anyone's process that got the pid since.
     """
     leader = _stat(pgid)
-    ours = leader is None or start is None or leader.start == start
+    marked = set(carrying(marker, since=start))
+    if leader is None:
+        ours = True
+    elif start is None:
+        ours = pgid in marked
+    else:
+        ours = leader.start == start
     found = {s.pid for s in _all() if s.pgid == pgid and not s.dead} if ours else set()
-    found.update(carrying(marker, since=start))
-    return sorted(found)
+    return sorted(found | marked)
 
 
 def signal_all(pids: Iterable[int], signum: int) -> None:
