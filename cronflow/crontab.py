@@ -87,11 +87,12 @@ def import_crontab(
     *,
     system: bool | None = None,
     existing_names: Collection[str] = frozenset(),
-    existing_jobs: Mapping[tuple[str, str], str] | None = None,
+    existing_jobs: Mapping[tuple[str, str, str | None], str] | None = None,
 ) -> ImportResult:
     """Turn crontab text into cronflow jobs; names in `existing_names` are not reused, and a
-    line whose schedule and command a job in `existing_jobs` ((schedule, command) -> name)
-    already has is skipped, so importing the same crontab twice adds nothing twice.
+    line whose schedule, command and zone a job in `existing_jobs` ((schedule, command, zone
+    or None for the system's) -> name) already has is skipped, so importing the same crontab
+    twice adds nothing twice.
 
     Bytes that were not UTF-8 come in as surrogate escapes (decode with "surrogateescape");
     their lines are skipped and kept as comments, escaped.
@@ -107,7 +108,8 @@ def import_crontab(
     reader.flush()
     for block in list(reader.blocks):
         if isinstance(block, _JobBlock) and not block.commented:
-            twin = (existing_jobs or {}).get((block.schedule, block.command))
+            key = (block.schedule, block.command, block.settings.timezone or None)
+            twin = (existing_jobs or {}).get(key)
             if twin is not None:
                 reader.blocks.remove(block)
                 why = f"already in the job file as {twin}"

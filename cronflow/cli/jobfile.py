@@ -270,17 +270,22 @@ def import_crontab(
 ) -> None:
     """Turn a crontab into jobs: print the TOML, or add it to the job file with --write."""
     from cronflow import crontab, editing
-    from cronflow.config import parse_config, read_job_file
+    from cronflow.config import local_zone, parse_config, read_job_file
 
     path = _Paths.config(config)
     exists = write and path.exists()
     existing = read_job_file(path) if exists else ""
     jobs = parse_config(existing, str(path)).jobs if existing else {}
+    local = local_zone()
     result = crontab.import_crontab(
         _crontab_text(source),
         system=system,
         existing_names=set(jobs),
-        existing_jobs={(j.schedule.text, j.command): n for n, j in jobs.items() if j.schedule},
+        existing_jobs={
+            (j.schedule.text, j.command, None if j.timezone == local else j.timezone.key): n
+            for n, j in jobs.items()
+            if j.schedule and isinstance(j.command, str)
+        },
     )
     for skipped in result.skipped:
         render.warn(f"{source or 'crontab -l'}:{skipped.line}: not imported: {skipped.reason}")

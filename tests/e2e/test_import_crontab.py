@@ -67,8 +67,12 @@ def test_importing_the_same_crontab_twice_adds_each_line_once(tmp_path: Path) ->
     ]
     third = cronflow("import-crontab", "-", "--write", "-c", str(config), input=crontab)
     assert third.stdout == f"nothing to add to {config}\n"
+    # The same line under another CRON_TZ fires at another instant: a job of its own.
+    zoned = "CRON_TZ=Asia/Tokyo\n0 3 * * * backup.sh\n"
+    fourth = cronflow("import-crontab", "-", "--write", "-c", str(config), input=zoned)
+    assert fourth.stdout == f"added 1 job to {config}\n", fourth.stderr
     names = [j["name"] for j in json.loads(cronflow("list", "--json", "-c", str(config)).stdout)]
-    assert names == ["backup-sh", "agent", "poll-sh"]
+    assert names == ["backup-sh", "agent", "poll-sh", "backup-sh-2"]
 
 
 def test_write_creates_a_missing_job_file(tmp_path: Path) -> None:
