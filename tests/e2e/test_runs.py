@@ -374,11 +374,13 @@ def test_a_signal_ignored_on_entry_stays_ignored(tmp_path: Path) -> None:
             text=True,
             preexec_fn=lambda sig=ignored: signal.signal(sig, signal.SIG_IGN),  # type: ignore[misc]
         )
-        wait_until(started.exists, what="the job to start")
-        assert ignored in _ignored_signals(runner.pid)
-        runner.send_signal(ignored)
-        go.touch()
-        runner.communicate(timeout=30)
+        try:
+            wait_until(started.exists, what="the job to start")
+            assert ignored in _ignored_signals(runner.pid)
+            runner.send_signal(ignored)
+        finally:
+            go.touch()  # the job ends, and with it the run, whatever happened above
+            runner.communicate(timeout=30)
         assert runner.returncode == 0, ignored
         assert history(config)[0]["status"] == "success"
 
@@ -401,11 +403,15 @@ def test_a_stop_during_a_hook_says_what_it_waits_for(tmp_path: Path) -> None:
         runner = subprocess.Popen(
             [*CRONFLOW, "run", "h", "-c", config], stdout=subprocess.DEVNULL, stderr=stderr
         )
-    wait_until(hooked.exists, what="the hook to start")
-    runner.send_signal(signal.SIGTERM)
-    waiting = "cronflow: h [1] stopping (waiting for its on_success hook to end, at most 60 s)\n"
-    wait_until(lambda: waiting in err.read_text(), what="the stopping line")
-    go.touch()
+    try:
+        wait_until(hooked.exists, what="the hook to start")
+        runner.send_signal(signal.SIGTERM)
+        waiting = (
+            "cronflow: h [1] stopping (waiting for its on_success hook to end, at most 60 s)\n"
+        )
+        wait_until(lambda: waiting in err.read_text(), what="the stopping line")
+    finally:
+        go.touch()  # the hook ends, and with it the run, whatever happened above
     assert runner.wait(timeout=30) == 143
     assert history(config)[0]["status"] == "success"
 
