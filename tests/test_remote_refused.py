@@ -257,3 +257,54 @@ def test_a_refused_end_is_written_again_before_the_finished_event_is_acknowledge
     assert [c.data for c in store.output(run_id)] == [b"x\n"]
     assert sorted(i for i, _ in broker.acked) == sorted(broker.sent)
     assert not recorder.told("end_refused")
+
+
+def test_a_remote_that_ignores_a_refused_commit_leaves_the_end_to_the_settle(
+    tmp_path: Path,
+) -> None:
+    """The reviewer's case: a remote returns once its last commit was refused (a short lock).
+    The run is not failed with a cronflow error, and its attempt does not stay `running`:
+    what is held is written by the attempt's settle, within the deadline."""
+    config = parse_config(TOML, str(tmp_path / "jobs.toml"))
+    store = Store(tmp_path / "state" / "cronflow.db", busy_timeout_ms=100)
+    canceled: list[str] = []
+
+    async def _noop() -> None:
+        return None
+
+    class FakeRemote:
+        async def run(self, command, on_output, stop, *, queue, queue_timeout, about, on_sent,
+                      on_start, flush):  # fmt: skip  # noqa: ANN001, ANN202
+            on_sent("rid")
+            on_start("w1", 123, 456, None)
+            await asyncio.sleep(0.3)  # the lock starts once the run is `running`
+            now = datetime.now(UTC)
+            on_output("out", now, b"hello\n")
+            assert flush() is False  # refused: held, the batch not acknowledged
+            await asyncio.sleep(0.1)
+            from cronflow.runner import AttemptResult
+
+            return AttemptResult("success", 0, now, datetime.now(UTC), 0.0, 1, b"", None,
+                                 host="w1", settle=_noop)  # fmt: skip
+
+        async def cancel(self, remote_id: str) -> None:
+            canceled.append(remote_id)
+
+    async def main() -> tuple[int, Engine]:
+        engine = Engine(store, max_parallel=1, remote=FakeRemote())  # type: ignore[arg-type]
+        engine.output_retry = 0.05
+        plan = FlowRun(config, "a", ("a",), LOGICAL, "manual")
+        flow_run_id, run_ids = engine.create(plan)
+        lock = WriteLock(store.path, 1.0, when_running=run_ids["a"]).start()
+        await engine.execute_created(plan, flow_run_id, run_ids)
+        lock.released.wait(10)
+        return run_ids["a"], engine
+
+    run_id, engine = asyncio.run(main())
+    assert not engine.unrecorded
+    run = store.get_run(run_id)
+    assert (run.status, run.note) == ("success", None)
+    (attempt,) = store.attempts(run_id)
+    assert attempt.status == "success" and attempt.finished_at is not None
+    assert [c.data for c in store.output(run_id)] == [b"hello\n"]
+    assert canceled == []
