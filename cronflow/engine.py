@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cronflow import envfile, flows
 from cronflow.clock import Clock
-from cronflow.errors import CronflowError, Detached
+from cronflow.errors import CronflowError, Detached, OutputLost
 from cronflow.logcap import TAIL_BYTES
 from cronflow.records import AttemptEnd
 from cronflow.runner import AttemptResult, Command, Stop, run_attempt
@@ -373,6 +373,9 @@ class _JobRun:
         self.lost_bytes = 0
         self.lost_reason = ""
         self.ended: str | None = None  # the status its end was recorded with (or kept to be)
+        # A remote attempt stopped on its worker because its output could not be stored: the
+        # run fails with the reason (it is not retried, as for any lost output).
+        self.stopped_for_output = False
 
     def take_end(self) -> AttemptEnd | None:
         end, self.pending_end = self.pending_end, None
@@ -385,7 +388,7 @@ class _JobRun:
     async def _settle(self, sink: _OutputWriter) -> None:
         """The attempt's output stored in full, or its marker kept for the next write."""
         self.pending_output.extend(await sink.settle())
-        if sink.lost_lines:
+        if sink.lost_lines or sink.gave_up:
             self.lost_lines += sink.lost_lines
             self.lost_bytes += sink.lost_bytes
             self.lost_reason = sink.lost_reason
@@ -393,14 +396,15 @@ class _JobRun:
     def _with_loss(self, status: str, note: str | None) -> tuple[str, str | None]:
         """A job whose output could not be stored fails with the reason; its exit code, CPU
         and memory stay as they were. A run that failed anyway keeps its status."""
-        if not self.lost_lines:
+        if not self.lost_lines and not self.stopped_for_output:
             return status, note
-        loss = (
-            f"cronflow error: {self.lost_reason}; {_lines(self.lost_lines)}"
-            f" ({self.lost_bytes} bytes) of output not stored"
-        )
+        loss = f"cronflow error: {self.lost_reason}"
+        if self.lost_lines:
+            loss += f"; {_lines(self.lost_lines)} ({self.lost_bytes} bytes) of output not stored"
         if status == "success":
             return "failed", loss
+        if self.stopped_for_output:  # cronflow stopped it: not the job's own end
+            status = "failed"
         return status, f"{note}; {loss}" if note else loss
 
     def _read_env_files(self) -> None:
@@ -516,7 +520,9 @@ class _JobRun:
                     command, sink.add, engine.stop, engine.clock, on_start=self._started(attempt)
                 )
             else:
-                result = await self._send(command, queue, attempt, sink)
+                with sink.following():
+                    result = await self._send(command, queue, attempt, sink)
+                self.stopped_for_output = sink.gave_up and result.status == "canceled"
             await self._settle(sink)
         return await self._ended(attempt, result)
 
@@ -544,7 +550,7 @@ class _JobRun:
             on_sent=lambda remote_id: self.store.queue_remote_attempt(
                 self.run_id, attempt, self.engine.clock.now(), remote_id, queue
             ),
-            on_start=self._remote_started(attempt),
+            on_start=sink.deferring(self._remote_started(attempt)),
             flush=sink.commit,
         )
 
@@ -566,15 +572,17 @@ class _JobRun:
         with _OutputWriter(
             self.engine, self.job.name, self.run_id, attempt, masker=self.masker
         ) as sink:
-            result = await self.engine.remote.attach(
-                remote_id,
-                self.job.kill_grace,
-                sink.add,
-                self.engine.stop,
-                flush=sink.commit,
-                on_start=self._remote_started(attempt),
-                stored=self.store.output_count(self.run_id, attempt),
-            )
+            with sink.following():
+                result = await self.engine.remote.attach(
+                    remote_id,
+                    self.job.kill_grace,
+                    sink.add,
+                    self.engine.stop,
+                    flush=sink.commit,
+                    on_start=sink.deferring(self._remote_started(attempt)),
+                    stored=self.store.output_count(self.run_id, attempt),
+                )
+            self.stopped_for_output = sink.gave_up and result.status == "canceled"
             await self._settle(sink)
         return await self._ended(attempt, result)
 
@@ -589,14 +597,35 @@ class _JobRun:
         )
         if result.settle is None:
             self.pending_end = end
-        else:  # remote: the broker may forget the attempt only once the store has it
-            self.store.update_run(self.run_id, attempt=end, outputs=self.pending_output)
-            self.pending_output = []
+        elif await self._store_end(end):  # remote: the broker may forget the attempt only now
             await result.settle()
         self.cpu += result.cpu_seconds or 0.0
         self.rss = max(self.rss, result.max_rss_kb or 0)
         self.host = result.host or self.host
         return result
+
+    async def _store_end(self, end: AttemptEnd) -> bool:
+        """A remote attempt's end (and the marker of its lost output) stored now, or within
+        `output_deadline` while the store refuses, as for its output. Past that it goes in with
+        the run's next write (which `record_end` keeps until the store takes it) and False:
+        the worker's last events stay unacknowledged, so a daemon that dies meanwhile finds
+        the attempt unfinished and follows it again."""
+        engine = self.engine
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + engine.output_deadline
+        while True:
+            try:
+                self.store.update_run(self.run_id, attempt=end, outputs=self.pending_output)
+            except CronflowError as exc:
+                left = deadline - loop.time()
+                if left <= 0 or engine.stop.is_set():
+                    self.pending_end = end
+                    self._status("end_refused", f"attempt {end.number}: {exc.message}")
+                    return False
+                await _sleep_unless(min(engine.output_retry, left), engine.stop)
+                continue
+            self.pending_output = []
+            return True
 
     async def _hook(
         self, hook: str, attempt: int, result: AttemptResult, status: str | None = None
@@ -689,6 +718,11 @@ class _OutputWriter:
     and written again every `output_retry` seconds; the observer hears one line when the store
     first refuses them and one when it takes them again. Dropped lines are never a silent
     gap: a marker line saying how many, and why, is stored in their place.
+
+    While an attempt runs on a worker (`following`), the follower's batch `commit` alone
+    writes: its events are acknowledged only once the store has them, so `add` neither
+    writes nor drops on its own; a refused batch stays held, unacknowledged, until a later
+    commit stores it or `output_deadline` of refusals gives it up.
     """
 
     def __init__(
@@ -718,6 +752,40 @@ class _OutputWriter:
         self.lost_lines = 0
         self.lost_bytes = 0
         self.lost_reason = ""
+        # Following a worker: the batch commit decides (see `commit`).
+        self.remote = False
+        self.refused_since: float | None = None  # when the store began refusing commits
+        self.next_try = 0.0
+        self.gave_up = False  # a commit gave up what was held past the deadline
+        self.given_up: list[tuple[Any, ...]] = []  # the marker standing for it
+        # Writes of the follower's events the store refused (a worker's start), made before
+        # the held lines at the next write.
+        self.pending: list[Callable[[], None]] = []
+
+    @contextlib.contextmanager
+    def following(self) -> Any:
+        """While a worker runs the attempt: only `commit` writes."""
+        self.remote = True
+        try:
+            yield
+        finally:
+            self.remote = False
+
+    def deferring(self, write: Callable[..., None]) -> Callable[..., None]:
+        """`write` (a store write a worker's event asks for), made now or, if the store
+        refuses it, held and made first by the next write: the follower's commit then says
+        whether the batch was stored."""
+
+        def call(*args: Any) -> None:
+            if not self.pending:
+                try:
+                    write(*args)
+                    return
+                except CronflowError as exc:
+                    self._refused(exc.message)
+            self.pending.append(lambda: write(*args))
+
+        return call
 
     def add(self, stream: str, at: datetime, data: bytes) -> None:
         if self.masker:
@@ -725,6 +793,8 @@ class _OutputWriter:
         self.rows.append((self.run_id, self.attempt, stream, at, data, self.hook_id))
         self.held += len(data) + ROW_COST
         self.engine.observer.output(self.label, stream, data)
+        if self.remote:  # the follower commits each batch of events, or holds it
+            return
         if self.refused is None and (len(self.rows) >= FLUSH_ROWS or self.held >= FLUSH_BYTES):
             self.flush()
         elif self.timer is None:
@@ -738,12 +808,31 @@ class _OutputWriter:
         if not self._write():
             self.timer = asyncio.get_running_loop().call_later(self.engine.output_retry, self.flush)
 
-    def commit(self) -> None:
-        """Write the held lines now, or raise CronflowError: a worker's events are
-        acknowledged only once the store has them."""
+    def commit(self) -> bool:
+        """A worker's batch of events: write what is held now. True once the store has it
+        (only then may the events be acknowledged); False if it refuses: the rows stay held,
+        and the follower calls again at its next turn (the store is tried at most every
+        `output_retry`). After `output_deadline` of refusals in a row what is held is given
+        up: raises OutputLost, and `given_up` is its marker, for the attempt's end."""
         self._cancel_timer()
-        if not self._write():
-            raise CronflowError(self.refused or "output not stored")
+        now = asyncio.get_running_loop().time()
+        if self.refused is None or now >= self.next_try:
+            if self._write():
+                self.refused_since = None
+                return True
+            self.next_try = now + self.engine.output_retry
+        if self.refused_since is None:
+            self.refused_since = now
+        if now - self.refused_since < self.engine.output_deadline:
+            return False
+        reason = self.lost_reason
+        self.pending.clear()  # the attempt's end stands for its start
+        self.given_up.extend(self._give_up())
+        self.gave_up = True
+        self.refused_since = None
+        if self.lost_lines:
+            reason += f"; {_lines(self.lost_lines)} ({self.lost_bytes} bytes) of output not stored"
+        raise OutputLost(reason)
 
     async def settle(self) -> list[tuple[Any, ...]]:
         """At the end: write what is held, trying again for up to `output_deadline` while
@@ -753,19 +842,24 @@ class _OutputWriter:
         engine = self.engine
         loop = asyncio.get_running_loop()
         deadline = loop.time() + engine.output_deadline
+        given_up, self.given_up = self.given_up, []
         while not self._write():
             left = deadline - loop.time()
             if left <= 0 or engine.stop.is_set():
-                return self._give_up()
+                self.pending.clear()
+                return [*given_up, *self._give_up()]
             await _sleep_unless(min(engine.output_retry, left), engine.stop)
-        return []
+        return given_up
 
     def _write(self) -> bool:
         """Store the held lines (after a marker for dropped ones); False if refused."""
-        if not self.rows and not self.gap_lines:
+        if not self.rows and not self.gap_lines and not self.pending:
             return True
         rows = [*self._gap_marker(), *self.rows]
         try:
+            while self.pending:
+                self.pending[0]()
+                self.pending.pop(0)
             self.engine.store.add_outputs(rows)
         except CronflowError as exc:
             self._refused(exc.message)
@@ -841,11 +935,18 @@ class _OutputWriter:
     def __enter__(self) -> _OutputWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         """After `settle` nothing is left; on the way out of an error, one last try, and
-        what the store still refuses is marked with the run's end."""
+        what the store still refuses is marked with the run's end. A worker's attempt left
+        to the next daemon (Detached) keeps nothing: what was not stored was not
+        acknowledged either, and comes again to that daemon."""
         self._cancel_timer()
         if not self._write():
+            self.pending.clear()
+            if kind is not None and issubclass(kind, Detached):
+                self.rows.clear()
+                self.held = 0
+                return
             self.engine.record_end(self.run_id, outputs=self._give_up())
 
 

@@ -51,6 +51,11 @@ class ConfigError(CronflowError):
         return f"{len(self.problems)} problems; first: {self.problems[0]}"
 
 
+class OutputLost(CronflowError):
+    """A remote attempt's output the store refused until past the deadline: what was held is
+    given up (a marker stands for it), and a job still running on its worker is stopped."""
+
+
 class Detached(BaseException):
     """A stopping daemon leaves a remote attempt running to the daemon that starts next, which
     follows it to its end. A BaseException, so that no `except Exception` records it as failed."""

@@ -10,7 +10,10 @@ scheduler of record; a worker runs one attempt with the same `runner` as locally
   records the attempt `lost`, so one attempt never runs twice nor runs on unobserved.
 - What happens on the worker (started, output, finished) comes back as events on a Redis
   stream read through a consumer group; the daemon acknowledges an event only after SQLite
-  has committed it, so a daemon that dies loses nothing and picks the attempt up again.
+  has committed it, so a daemon that dies loses nothing and picks the attempt up again. A
+  batch the store refuses (locked, disk full) stays held and unacknowledged and is committed
+  again at the next turn; past the engine's output deadline its lines are given up (a marker
+  stands for them) and a job still running is canceled, never left to run unobserved.
 - Cancels and timeouts go through a cancel key that the worker looks at twice a second; its
   runner kills the job's process group — never Celery's revoke, which kills only the pool
   process and orphans the job.
@@ -35,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cronflow.errors import CronflowError, Detached
+from cronflow.errors import CronflowError, Detached, OutputLost
 from cronflow.units import format_duration, mask_url
 
 if TYPE_CHECKING:
@@ -74,6 +77,8 @@ STREAM_MAXLEN = 200_000
 CANCEL_REPORT_SECONDS = 10.0
 #: After a lease is seen gone, how long events the worker sent before it may still come.
 LATE_EVENTS_SECONDS = 3.0
+#: While the store refuses a batch of events, it is committed again this often.
+RETRY_SECONDS = 1.0
 #: A broker unreachable this long: remote attempts in flight are `lost`.
 BROKER_LOST_SECONDS = LEASE_SECONDS
 
@@ -337,7 +342,7 @@ class RemoteExecutor:
         about: About,
         on_sent: Callable[[str], None],
         on_start: OnStart,
-        flush: Callable[[], None],
+        flush: Callable[[], bool],
     ) -> AttemptResult:
         """Send `command` to a worker of `queue` and follow it to its end. `on_sent` records
         the attempt's remote id before it leaves, so a daemon that dies can follow it again."""
@@ -363,7 +368,7 @@ class RemoteExecutor:
         on_output: Callable[[str, datetime, bytes], None],
         stop: asyncio.Event | None,
         *,
-        flush: Callable[[], None],
+        flush: Callable[[], bool],
         on_start: OnStart,
         stored: int = 0,
     ) -> AttemptResult:
@@ -420,7 +425,7 @@ class _Follower:
         handle: _Handle,
         remote_id: str,
         on_output: Callable[[str, datetime, bytes], None],
-        flush: Callable[[], None],
+        flush: Callable[[], bool],
         on_start: OnStart,
     ) -> None:
         self.executor = executor
@@ -434,6 +439,10 @@ class _Follower:
         self.host: str | None = None
         self.seen = -1  # highest output sequence number stored (events may come twice)
         self.canceled_at: float | None = None
+        # Events applied whose batch the store has not taken yet: not acknowledged, and the
+        # attempt's end (its event id and result) held with them.
+        self.unacked: list[str] = []
+        self.ended: tuple[str, AttemptResult] | None = None
 
     async def follow(
         self,
@@ -444,7 +453,7 @@ class _Follower:
         start_by: float,
     ) -> AttemptResult:
         """Until a worker takes it (or `queue_timeout`), then until it ends."""
-        while not self.started:
+        while not self.started and self.ended is None:
             if stop is not None and stop.is_set():
                 if self.executor.detach:
                     raise Detached(self.remote_id)
@@ -471,8 +480,10 @@ class _Follower:
                     raise Detached(self.remote_id)
                 await self.executor.cancel(self.remote_id)
                 self.canceled_at = time.monotonic()
-            if self.canceled_at is not None and (
-                time.monotonic() - self.canceled_at > kill_grace + CANCEL_REPORT_SECONDS
+            if (
+                self.canceled_at is not None
+                and self.ended is None
+                and time.monotonic() - self.canceled_at > kill_grace + CANCEL_REPORT_SECONDS
             ):
                 return self.executor._failed("canceled; the worker did not report", "canceled")
             result = await self._next(stop, HEARTBEAT_SECONDS)
@@ -490,7 +501,15 @@ class _Follower:
                 return self.executor._failed(lost, "lost")
 
     async def _next(self, stop: asyncio.Event | None, timeout: float) -> AttemptResult | None:
-        """Handle the events that came within `timeout`; a result if the attempt ended."""
+        """Handle the events that came within `timeout`; a result if the attempt ended.
+        While a batch is held (the store refused it), it is committed again first, and the
+        wait is at most RETRY_SECONDS."""
+        if self.unacked or self.ended is not None:
+            result = await self._commit()
+            if result is not None:
+                return result
+            if self.unacked or self.ended is not None:
+                timeout = min(timeout, RETRY_SECONDS)
         waits: list[Awaitable[Any]] = [self.handle.events.get()]
         getter = asyncio.ensure_future(waits[0])
         stopper = asyncio.ensure_future(stop.wait()) if stop is not None else None
@@ -513,8 +532,6 @@ class _Follower:
         return await self._apply(batch)
 
     async def _apply(self, batch: list[tuple[str, dict[str, Any]]]) -> AttemptResult | None:
-        result = None
-        settle: list[str] = []
         for entry_id, event in batch:
             kind = event["type"]
             if kind == "started":
@@ -529,16 +546,45 @@ class _Follower:
                         self.seen = seq
                         self.on_output(stream, _time(at), _unb64(data))
             elif kind in ("finished", "refused"):
-                result = self._result(event)
-            settle.append(entry_id)
-        self.flush()  # the output is committed: only now may the broker forget it
-        if result is None:
-            await self.executor.ack(*settle)
+                self.ended = (entry_id, self._result(event))
+                continue
+            self.unacked.append(entry_id)
+        return await self._commit()
+
+    async def _commit(self) -> AttemptResult | None:
+        """Commit what the events applied so far brought; only then may the broker forget
+        them. Refused: they stay held, unacknowledged, for the next turn. The attempt's end
+        is returned once committed; its own event is acknowledged once the engine has
+        recorded it (the result's `settle`)."""
+        try:
+            stored = self.flush()
+        except OutputLost as exc:
+            return await self._give_up(exc)
+        if not stored:
             return None
-        # The finished event is acknowledged once the engine has recorded the attempt's end.
-        finished = settle.pop()
-        await self.executor.ack(*settle)
+        acked, self.unacked = self.unacked, []
+        await self.executor.ack(*acked)
+        if self.ended is None:
+            return None
+        finished, result = self.ended
         return _with_settle(result, lambda: self.executor.ack(finished))
+
+    async def _give_up(self, exc: OutputLost) -> AttemptResult:
+        """The store refused the batch past the engine's deadline: its lines are given up (a
+        marker stands for them). A job that has not ended is canceled on its worker (no job
+        runs on unobserved); either way the attempt ends here, and its events are
+        acknowledged once the engine has recorded that end and the marker."""
+        ids, self.unacked = self.unacked, []
+        if self.ended is not None:
+            finished, result = self.ended
+            ids.append(finished)
+        else:
+            await self.executor.cancel(self.remote_id)
+            log.error("attempt %s canceled on its worker: %s", self.remote_id, exc.message)
+            result = self.executor._failed(
+                "stopped on its worker: its output could not be stored", "canceled"
+            )
+        return _with_settle(result, lambda: self.executor.ack(*ids))
 
     def _result(self, event: dict[str, Any]) -> AttemptResult:
         from cronflow.runner import AttemptResult
@@ -558,8 +604,11 @@ class _Follower:
         )
 
     async def _lease_lost(self) -> str | None:
-        """Why the attempt counts as lost now, or None while its worker holds the lease."""
+        """Why the attempt counts as lost now, or None while its worker holds the lease (or
+        has reported its end, which waits for the store)."""
         executor = self.executor
+        if self.ended is not None:
+            return None
         try:
             alive = await executor.lease_alive(self.remote_id)
         except (redis.RedisError, OSError) as exc:
