@@ -47,6 +47,8 @@ class Setup:
             )
         self.owners.append(proc)
         wait_until(lambda: len(self.job_pids()) > len(seen), what=f"{job} to start")
+        # The job writes its pid as it starts, before its run is recorded `running`.
+        wait_until(lambda: self.statuses().get(job) == "running", what=f"{job}'s start recorded")
         return proc
 
     def job_pids(self) -> list[int]:
@@ -216,6 +218,8 @@ command = "echo quick"
 """
     d = launch(daemons, tmp_path, toml)
     wait_until(setup.job_pids, what="the scheduled job to start")
+    # The job writes its pid as it starts, before the daemon records it `running`.
+    wait_until(lambda: setup.statuses().get("nightly") == "running", what="its start recorded")
     d.stop(signal.SIGKILL)
     result = cronflow("run", "quick", "-c", str(d.config))
     assert result.returncode == 0 and "left unfinished" not in result.stderr
