@@ -736,7 +736,7 @@ def brute_force(expr: Expr, tz: ZoneInfo, start: datetime, end: datetime) -> lis
 
 @given(expr=cron_expr(), where=window())
 @settings(
-    max_examples=250,
+    max_examples=160,  # about 10 s of the whole suite's 8 minutes; croniter's vectors check too
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
