@@ -86,6 +86,22 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+class Recorder:
+    """An engine observer that keeps what it is told: (job, status, detail)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str]] = []
+
+    def output(self, job: str, stream: str, data: bytes) -> None:
+        pass
+
+    def status(self, job: str, run_id: int, status: str, detail: str) -> None:
+        self.events.append((job, status, detail))
+
+    def told(self, status: str) -> list[str]:
+        return [detail for _, s, detail in self.events if s == status]
+
+
 class WriteLock:
     """Another connection holding the database's write lock (BEGIN IMMEDIATE), in a thread:
     from `start` (or once run `when_running` is `running`) for `seconds`, as a long writer

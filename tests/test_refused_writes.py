@@ -16,23 +16,9 @@ from cronflow.config import parse_config
 from cronflow.engine import Engine, FlowRun
 from cronflow.errors import CronflowError
 from cronflow.store import Store
-from tests.conftest import WriteLock
+from tests.conftest import Recorder, WriteLock
 
 LOGICAL = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, str]] = []
-
-    def output(self, job: str, stream: str, data: bytes) -> None:
-        pass
-
-    def status(self, job: str, run_id: int, status: str, detail: str) -> None:
-        self.events.append((job, status, detail))
-
-    def told(self, status: str) -> list[str]:
-        return [detail for _, s, detail in self.events if s == status]
 
 
 def _store(tmp_path: Path) -> Store:

@@ -23,27 +23,13 @@ from cronflow.clock import Clock  # noqa: E402
 from cronflow.config import parse_config  # noqa: E402
 from cronflow.engine import Engine, FlowRun  # noqa: E402
 from cronflow.store import Store  # noqa: E402
-from tests.conftest import WriteLock  # noqa: E402
+from tests.conftest import Recorder, WriteLock  # noqa: E402
 
 LOGICAL = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
 TOML = (
     '[executor]\nkind = "celery"\nbroker = "redis://localhost:1/0"\n'
     "[jobs.a]\ncommand = 'true'\nqueue = 'q'\n"
 )
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, str]] = []
-
-    def output(self, job: str, stream: str, data: bytes) -> None:
-        pass
-
-    def status(self, job: str, run_id: int, status: str, detail: str) -> None:
-        self.events.append((job, status, detail))
-
-    def told(self, status: str) -> list[str]:
-        return [detail for _, s, detail in self.events if s == status]
 
 
 class FakeBroker:
